@@ -1,0 +1,153 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/IBM/sarama"
+	"github.com/grete-go/grete/stream"
+)
+
+// Start positions for partitions with no checkpoint.
+const (
+	Oldest = sarama.OffsetOldest
+	Newest = sarama.OffsetNewest
+)
+
+// Input is one partition to read and where to begin: an exact next offset,
+// or Oldest or Newest.
+type Input struct {
+	Partition stream.Partition
+	Offset    int64
+}
+
+// Subscription forwards the messages of a set of partitions, in offset order
+// per partition, into one bounded channel.
+type Subscription struct {
+	pcs    []sarama.PartitionConsumer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Subscribe starts reading inputs and sends every message to out. Sends
+// block while out is full: that is the backpressure that keeps memory
+// bounded whatever the backlog. A checkpointed offset that no longer exists
+// (deleted by retention or compaction) restarts at the oldest retained
+// message, with a warning; newer data is never skipped.
+func (c *Conn) Subscribe(inputs []Input, out chan<- stream.Message, log *slog.Logger) (*Subscription, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Subscription{cancel: cancel}
+	for _, in := range inputs {
+		pc, err := c.Consumer.ConsumePartition(in.Partition.Topic, in.Partition.Partition, in.Offset)
+		if errors.Is(err, sarama.ErrOffsetOutOfRange) && in.Offset >= 0 {
+			log.Warn("checkpointed offset is no longer in the log; resuming at the oldest retained message",
+				"partition", in.Partition.String(), "offset", in.Offset)
+			pc, err = c.Consumer.ConsumePartition(in.Partition.Topic, in.Partition.Partition, sarama.OffsetOldest)
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("consume %s from offset %d: %w", in.Partition, in.Offset, err)
+		}
+		s.pcs = append(s.pcs, pc)
+		s.wg.Add(1)
+		go s.forward(ctx, pc, out, in.Partition, log)
+	}
+	return s, nil
+}
+
+func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer, out chan<- stream.Message, p stream.Partition, log *slog.Logger) {
+	defer s.wg.Done()
+	msgs, errs := pc.Messages(), pc.Errors()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			// Sarama retries fetches itself; these are reports, not failures.
+			log.Warn("consumer error", "partition", p.String(), "err", err.Err)
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			sm := stream.Message{
+				Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+				Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
+			}
+			if len(m.Headers) > 0 {
+				sm.Headers = make([]stream.Header, len(m.Headers))
+				for i, h := range m.Headers {
+					sm.Headers[i] = stream.Header{Key: string(h.Key), Value: h.Value}
+				}
+			}
+			select {
+			case out <- sm:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// Close stops forwarding and closes the partition consumers. It returns
+// once no goroutine of the subscription is running.
+func (s *Subscription) Close() {
+	s.cancel()
+	for _, pc := range s.pcs {
+		pc.AsyncClose()
+	}
+	s.wg.Wait()
+	// Drain so that sarama's goroutines can finish.
+	for _, pc := range s.pcs {
+		for range pc.Messages() {
+		}
+		for range pc.Errors() {
+		}
+	}
+}
+
+// CommitGroupOffsets records offsets (next offset to read) as the committed
+// offsets of group, the way a consumer outside any group generation does, so
+// that lag tools see how far the job has got.
+func (c *Conn) CommitGroupOffsets(group string, offsets map[stream.Partition]int64) error {
+	if len(offsets) == 0 {
+		return nil
+	}
+	coord, err := c.Client.Coordinator(group)
+	if err != nil {
+		return fmt.Errorf("find coordinator of group %q: %w", group, err)
+	}
+	req := &sarama.OffsetCommitRequest{
+		Version:                 2,
+		ConsumerGroup:           group,
+		ConsumerGroupGeneration: sarama.GroupGenerationUndefined,
+		RetentionTime:           -1,
+	}
+	for p, off := range offsets {
+		req.AddBlock(p.Topic, p.Partition, off, 0, "grete")
+	}
+	resp, err := coord.CommitOffset(req)
+	if err != nil {
+		_ = c.Client.RefreshCoordinator(group)
+		return fmt.Errorf("commit offsets of group %q: %w", group, err)
+	}
+	for topic, parts := range resp.Errors {
+		for part, kerr := range parts {
+			if kerr != sarama.ErrNoError {
+				return fmt.Errorf("commit offset of group %q for %s/%d: %w", group, topic, part, kerr)
+			}
+		}
+	}
+	return nil
+}
+
+// HighWatermark returns the offset the next record of p will get.
+func (c *Conn) HighWatermark(p stream.Partition) (int64, error) {
+	return c.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetNewest)
+}

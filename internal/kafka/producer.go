@@ -1,0 +1,176 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/grete-go/grete/stream"
+)
+
+// Tracker counts one task's records that the producer has not yet
+// acknowledged, and remembers the first that failed. A task waits on it
+// before writing a checkpoint, so a checkpoint never covers an output that
+// Kafka has not acknowledged.
+type Tracker struct {
+	mu       sync.Mutex
+	inflight int64
+	sent     int64
+	err      error
+	idle     chan struct{} // closed while inflight == 0
+}
+
+// NewTracker returns an idle tracker.
+func NewTracker() *Tracker {
+	t := &Tracker{idle: make(chan struct{})}
+	close(t.idle)
+	return t
+}
+
+func (t *Tracker) add() {
+	t.mu.Lock()
+	if t.inflight == 0 {
+		t.idle = make(chan struct{})
+	}
+	t.inflight++
+	t.sent++
+	t.mu.Unlock()
+}
+
+func (t *Tracker) done(err error) {
+	t.mu.Lock()
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	t.inflight--
+	if t.inflight == 0 {
+		close(t.idle)
+	}
+	t.mu.Unlock()
+}
+
+// Err returns the first send failure, if any. Once set it stays set: the
+// outputs it stands for are lost, so the task must not checkpoint past them.
+func (t *Tracker) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+// Sent is the number of records sent through this tracker so far.
+func (t *Tracker) Sent() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sent
+}
+
+// Wait blocks until every record sent so far is acknowledged or failed,
+// then returns the first failure, if any.
+func (t *Tracker) Wait(ctx context.Context) error {
+	t.mu.Lock()
+	idle := t.idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for output acknowledgements: %w", ctx.Err())
+	}
+	return t.Err()
+}
+
+// ErrProducerClosed is returned by Send after Close.
+var ErrProducerClosed = errors.New("producer closed")
+
+// Producer is the one asynchronous, idempotent (acks=all) producer of a
+// process. Send does not wait for the network; it blocks only when the
+// producer's bounded buffers are full, which is how a task feels
+// backpressure from a slow cluster.
+type Producer struct {
+	ap     sarama.AsyncProducer
+	mu     sync.RWMutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewProducer starts a producer on client, which must have been configured
+// by Config.
+func NewProducer(client sarama.Client) (*Producer, error) {
+	ap, err := sarama.NewAsyncProducerFromClient(client)
+	if err != nil {
+		return nil, fmt.Errorf("start producer: %w", err)
+	}
+	p := &Producer{ap: ap}
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		for m := range ap.Successes() {
+			if meta, ok := m.Metadata.(*Meta); ok {
+				meta.Tracker.done(nil)
+			}
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		for e := range ap.Errors() {
+			if meta, ok := e.Msg.Metadata.(*Meta); ok {
+				meta.Tracker.done(fmt.Errorf("produce to topic %q: %w", e.Msg.Topic, e.Err))
+			}
+		}
+	}()
+	return p, nil
+}
+
+// Send hands m to the producer; t learns when it is acknowledged.
+func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing) error {
+	pm := &sarama.ProducerMessage{
+		Topic:     m.Topic,
+		Timestamp: m.Timestamp,
+		Metadata:  &Meta{Tracker: t, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition},
+	}
+	if m.Key != nil {
+		pm.Key = sarama.ByteEncoder(m.Key)
+	}
+	if m.Value != nil {
+		pm.Value = sarama.ByteEncoder(m.Value)
+	}
+	if pm.Timestamp.IsZero() {
+		pm.Timestamp = time.Now()
+	}
+	if len(m.Headers) > 0 {
+		pm.Headers = make([]sarama.RecordHeader, len(m.Headers))
+		for i, h := range m.Headers {
+			pm.Headers[i] = sarama.RecordHeader{Key: []byte(h.Key), Value: h.Value}
+		}
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrProducerClosed
+	}
+	t.add()
+	select {
+	case p.ap.Input() <- pm:
+		return nil
+	case <-ctx.Done():
+		t.done(ctx.Err())
+		return ctx.Err()
+	}
+}
+
+// Close flushes what was sent, waits for every acknowledgement, and stops
+// the producer.
+func (p *Producer) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.ap.AsyncClose()
+	p.wg.Wait()
+	return nil
+}

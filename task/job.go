@@ -1,0 +1,221 @@
+package task
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/stream"
+)
+
+// StartPosition is where a task begins reading a partition it has no
+// checkpoint for.
+type StartPosition int
+
+const (
+	// StartOldest reads from the oldest retained message (the default).
+	StartOldest StartPosition = iota
+	// StartNewest reads only messages produced after the job started.
+	StartNewest
+)
+
+// OutputTopic declares an output topic that Run creates when it is missing.
+type OutputTopic struct {
+	Name string
+	// Partitions defaults to the job's task count.
+	Partitions int32
+	// Compacted asks for cleanup.policy=compact. A compacted topic keeps
+	// the last value of every key for ever and ignores retention.bytes, so
+	// it grows without bound unless the job deletes keys (sends nil
+	// values): Run refuses Compacted without Deletes.
+	Compacted bool
+	// Deletes declares that the job sends tombstones to this topic.
+	Deletes bool
+	// Configs are further topic configs, e.g. "retention.ms".
+	Configs map[string]string
+}
+
+// Defaults for Job fields left zero.
+const (
+	DefaultCommitInterval  = 5 * time.Second
+	DefaultQueueSize       = 1024
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Job describes a stream job. Only Name, Kafka.Brokers, Inputs and NewTask
+// are required; every other field has a working zero value. Validate
+// explains what is wrong with a Job. A Job must not be copied or changed
+// once Run has been called.
+type Job struct {
+	// Name identifies the job: it names the consumer group, the
+	// checkpoint topic "<Name>-checkpoints" and the dead-letter topic
+	// "<Name>-dlq". Letters, digits, '.', '_' and '-'.
+	Name string
+	// Kafka says how to reach the cluster.
+	Kafka stream.KafkaConfig
+	// Inputs are partitioned inputs. They must all have the same number
+	// of partitions N; the job runs N tasks and task i reads partition i
+	// of every input (co-partitioned inputs meet in one task).
+	Inputs []string
+	// Broadcast inputs are read in full by every task (e.g. a small
+	// table of rules). A job with only broadcast inputs runs one task.
+	Broadcast []string
+	// NewTask makes the task instance for each task.
+	NewTask func() StreamTask
+	// Window is the period of WindowableTask.Window; zero disables it.
+	Window time.Duration
+	// CommitInterval is the period of automatic commits; default 5 s.
+	CommitInterval time.Duration
+	// StartAt applies to partitions with no checkpoint; default oldest.
+	StartAt StartPosition
+	// OnError is the bad-input policy; default Fail.
+	OnError ErrorPolicy
+	// DeadLetterTopic defaults to "<Name>-dlq".
+	DeadLetterTopic string
+	// Outputs are created when missing. Undeclared outputs must exist (or
+	// the cluster must create topics on first use).
+	Outputs []OutputTopic
+	// QueueSize bounds each task's queue of fetched messages; default
+	// 1024. With sarama's per-partition buffers it bounds the memory a
+	// backlog can take.
+	QueueSize int
+	// ShutdownTimeout bounds the final commit of every task on a graceful
+	// stop; default 30 s.
+	ShutdownTimeout time.Duration
+	// Checkpoints overrides where checkpoints are kept; default a
+	// checkpoint.Kafka on "<Name>-checkpoints". Run does not close a
+	// manager it did not create.
+	Checkpoints checkpoint.Manager
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	running atomic.Pointer[container]
+}
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
+
+// Validate reports every problem with the job's configuration at once.
+func (j *Job) Validate() error {
+	var errs []error
+	if j.Name == "" {
+		errs = append(errs, errors.New("Name is empty"))
+	} else if !validName.MatchString(j.Name) {
+		errs = append(errs, fmt.Errorf("Name %q may contain only letters, digits, '.', '_' and '-'", j.Name))
+	}
+	if j.Checkpoints == nil || len(j.Inputs)+len(j.Broadcast) > 0 {
+		if err := j.Kafka.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(j.Inputs)+len(j.Broadcast) == 0 {
+		errs = append(errs, errors.New("no inputs: set Inputs or Broadcast"))
+	}
+	seen := map[string]bool{}
+	for _, t := range slices.Concat(j.Inputs, j.Broadcast) {
+		if t == "" {
+			errs = append(errs, errors.New("an input topic name is empty"))
+		} else if seen[t] {
+			errs = append(errs, fmt.Errorf("input %q is listed twice", t))
+		}
+		seen[t] = true
+	}
+	if j.NewTask == nil {
+		errs = append(errs, errors.New("NewTask is nil"))
+	}
+	if j.Window < 0 || j.CommitInterval < 0 || j.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("Window, CommitInterval and ShutdownTimeout must not be negative"))
+	}
+	if j.QueueSize < 0 {
+		errs = append(errs, errors.New("QueueSize must not be negative"))
+	}
+	if j.OnError < Fail || j.OnError > DeadLetter {
+		errs = append(errs, fmt.Errorf("OnError %v is not a policy", j.OnError))
+	}
+	if j.StartAt != StartOldest && j.StartAt != StartNewest {
+		errs = append(errs, fmt.Errorf("StartAt %d is not a start position", j.StartAt))
+	}
+	for _, o := range j.Outputs {
+		if o.Name == "" {
+			errs = append(errs, errors.New("an output topic name is empty"))
+		}
+		if o.Compacted && !o.Deletes {
+			errs = append(errs, fmt.Errorf("output %q is compacted but the job never deletes from it: it would grow for ever (set Deletes, or use a delete-policy topic)", o.Name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("task: invalid job %q: %w", j.Name, err)
+	}
+	return nil
+}
+
+func (j *Job) commitInterval() time.Duration {
+	if j.CommitInterval == 0 {
+		return DefaultCommitInterval
+	}
+	return j.CommitInterval
+}
+
+func (j *Job) queueSize() int {
+	if j.QueueSize == 0 {
+		return DefaultQueueSize
+	}
+	return j.QueueSize
+}
+
+func (j *Job) shutdownTimeout() time.Duration {
+	if j.ShutdownTimeout == 0 {
+		return DefaultShutdownTimeout
+	}
+	return j.ShutdownTimeout
+}
+
+func (j *Job) deadLetterTopic() string {
+	if j.DeadLetterTopic == "" {
+		return j.Name + "-dlq"
+	}
+	return j.DeadLetterTopic
+}
+
+func (j *Job) logger() *slog.Logger {
+	if j.Logger == nil {
+		return slog.Default()
+	}
+	return j.Logger
+}
+
+// TaskStats are the counters of one task, as read by Job.Stats.
+type TaskStats struct {
+	Task         string
+	Processed    uint64        // messages whose Process returned nil
+	ProcessTime  time.Duration // total time in Process
+	Sent         uint64        // messages sent through the Collector
+	WindowCalls  uint64
+	WindowTime   time.Duration
+	Commits      uint64 // checkpoints written
+	CommitTime   time.Duration
+	Skipped      uint64 // failed messages skipped under the Skip policy
+	DeadLettered uint64 // failed messages sent to the dead-letter topic
+	// LastCheckpoint is the last checkpoint the task wrote or started
+	// from (ID 0 when none).
+	LastCheckpoint checkpoint.Checkpoint
+}
+
+// Stats returns the counters of every task of the running job, ordered by
+// partition, or nil when the job is not running. It is safe to call from any
+// goroutine.
+func (j *Job) Stats() []TaskStats {
+	c := j.running.Load()
+	if c == nil {
+		return nil
+	}
+	out := make([]TaskStats, 0, len(c.runners))
+	for _, r := range c.runners {
+		out = append(out, r.stats())
+	}
+	return out
+}

@@ -1,0 +1,264 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/stream"
+)
+
+// runner drives one task on its own goroutine: every call into the task,
+// and every commit of it, happens on that goroutine, so they never overlap.
+type runner struct {
+	c         *container
+	name      string
+	partition int32
+	parts     []stream.Partition
+	log       *slog.Logger
+	task      StreamTask
+	tracker   *kafka.Tracker
+	queue     chan stream.Message
+
+	// offsets is the next offset to process per partition; only the
+	// runner goroutine touches it.
+	offsets   map[stream.Partition]int64
+	last      checkpoint.Checkpoint // last checkpoint written or loaded
+	dirty     bool                  // progress since the last checkpoint
+	commitRq  bool
+	shutdown  bool
+	sentAtCkp int64
+
+	counters counters
+}
+
+type counters struct {
+	processed, sent, windows, commits, skipped, dead atomic.Uint64
+	processNs, windowNs, commitNs                    atomic.Int64
+	lastCheckpoint                                   atomic.Pointer[checkpoint.Checkpoint]
+}
+
+func (r *runner) stats() TaskStats {
+	k := &r.counters
+	s := TaskStats{
+		Task:         r.name,
+		Processed:    k.processed.Load(),
+		ProcessTime:  time.Duration(k.processNs.Load()),
+		Sent:         k.sent.Load(),
+		WindowCalls:  k.windows.Load(),
+		WindowTime:   time.Duration(k.windowNs.Load()),
+		Commits:      k.commits.Load(),
+		CommitTime:   time.Duration(k.commitNs.Load()),
+		Skipped:      k.skipped.Load(),
+		DeadLettered: k.dead.Load(),
+	}
+	if cp := k.lastCheckpoint.Load(); cp != nil {
+		s.LastCheckpoint = cp.Clone()
+	}
+	return s
+}
+
+// Context implementation, handed to Init.
+func (r *runner) JobName() string            { return r.c.job.Name }
+func (r *runner) TaskName() string           { return r.name }
+func (r *runner) Partition() int32           { return r.partition }
+func (r *runner) Inputs() []stream.Partition { return append([]stream.Partition(nil), r.parts...) }
+func (r *runner) Logger() *slog.Logger       { return r.log }
+
+// Coordinator implementation.
+func (r *runner) Commit()   { r.commitRq = true }
+func (r *runner) Shutdown() { r.shutdown = true }
+
+// Collector implementation.
+func (r *runner) Send(m stream.Outgoing) error {
+	if m.Topic == "" {
+		return errors.New("task: Send: message has no topic")
+	}
+	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &m); err != nil {
+		if r.c.hardCtx.Err() != nil {
+			return ErrStopping
+		}
+		return fmt.Errorf("task: Send: %w", err)
+	}
+	r.counters.sent.Add(1)
+	return nil
+}
+
+func (r *runner) run() error {
+	j := r.c.job
+	interval := j.commitInterval()
+	now := time.Now()
+	nextCommit := now.Add(interval)
+	var nextWindow time.Time
+	wt, windowable := r.task.(WindowableTask)
+	windowable = windowable && j.Window > 0
+	deadline := nextCommit
+	if windowable {
+		nextWindow = now.Add(j.Window)
+		deadline = minTime(nextCommit, nextWindow)
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+
+	for {
+		select {
+		case <-r.c.stop:
+			return r.finish(nil)
+		case m := <-r.queue:
+			if err := r.process(m); err != nil {
+				return r.finish(err)
+			}
+		case <-timer.C:
+		}
+		now := time.Now()
+		if windowable && !now.Before(nextWindow) {
+			start := now
+			err := safeCall(func() error { return wt.Window(r.c.hardCtx, r, r) })
+			now = time.Now()
+			r.counters.windows.Add(1)
+			r.counters.windowNs.Add(int64(now.Sub(start)))
+			if err != nil {
+				return r.finish(fmt.Errorf("task %s: window: %w", r.name, err))
+			}
+			r.dirty = true
+			nextWindow = now.Add(j.Window)
+		}
+		if r.commitRq || !now.Before(nextCommit) {
+			if err := r.commit(r.c.hardCtx); err != nil {
+				return r.finish(err)
+			}
+			now = time.Now()
+			nextCommit = now.Add(interval)
+		}
+		if r.shutdown {
+			r.shutdown = false
+			r.c.requestShutdown()
+		}
+		d := nextCommit
+		if windowable {
+			d = minTime(d, nextWindow)
+		}
+		if d != deadline {
+			deadline = d
+			timer.Reset(time.Until(deadline))
+		}
+	}
+}
+
+// process hands one message to the task and applies the error policy.
+func (r *runner) process(m stream.Message) error {
+	start := time.Now()
+	err := safeCall(func() error { return r.task.Process(r.c.hardCtx, m, r, r) })
+	r.counters.processNs.Add(int64(time.Since(start)))
+	p := stream.Partition{Topic: m.Topic, Partition: m.Partition}
+	if err != nil {
+		switch r.c.job.OnError {
+		case Skip:
+			r.log.Warn("skipping message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
+			r.counters.skipped.Add(1)
+		case DeadLetter:
+			if derr := r.deadLetter(m, err); derr != nil {
+				return derr
+			}
+			r.counters.dead.Add(1)
+		default:
+			return &ProcessError{Task: r.name, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Err: err}
+		}
+	} else {
+		r.counters.processed.Add(1)
+	}
+	r.offsets[p] = m.Offset + 1
+	r.dirty = true
+	return nil
+}
+
+func (r *runner) deadLetter(m stream.Message, cause error) error {
+	h := make([]stream.Header, 0, len(m.Headers)+5)
+	h = append(h, m.Headers...)
+	h = append(h,
+		stream.Header{Key: HeaderError, Value: []byte(cause.Error())},
+		stream.Header{Key: HeaderTopic, Value: []byte(m.Topic)},
+		stream.Header{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
+		stream.Header{Key: HeaderOffset, Value: strconv.AppendInt(nil, m.Offset, 10)},
+		stream.Header{Key: HeaderTask, Value: []byte(r.name)},
+	)
+	out := stream.Outgoing{Topic: r.c.job.deadLetterTopic(), Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
+	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &out); err != nil {
+		return fmt.Errorf("task %s: dead-letter message at %s/%d offset %d: %w", r.name, m.Topic, m.Partition, m.Offset, err)
+	}
+	r.log.Warn("dead-lettered message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", cause)
+	return nil
+}
+
+// commit runs the commit protocol: wait until every output sent so far is
+// acknowledged, then write the checkpoint. A failed output fails the
+// commit: its input must be processed again, so the checkpoint must not
+// move past it.
+func (r *runner) commit(ctx context.Context) error {
+	r.commitRq = false
+	if !r.dirty && r.tracker.Sent() == r.sentAtCkp {
+		return nil
+	}
+	start := time.Now()
+	if err := r.tracker.Wait(ctx); err != nil {
+		return fmt.Errorf("task %s: commit: output not acknowledged: %w", r.name, err)
+	}
+	cp := checkpoint.Checkpoint{
+		ID:         r.last.ID + 1,
+		Task:       r.name,
+		Inputs:     maps.Clone(r.offsets),
+		Changelogs: map[string]int64{},
+		WrittenAt:  time.Now(),
+	}
+	if err := r.c.cps.Write(ctx, cp); err != nil {
+		return fmt.Errorf("task %s: commit: %w", r.name, err)
+	}
+	r.last = cp
+	r.dirty = false
+	r.sentAtCkp = r.tracker.Sent()
+	r.counters.lastCheckpoint.Store(&cp)
+	r.counters.commits.Add(1)
+	r.counters.commitNs.Add(int64(time.Since(start)))
+	return nil
+}
+
+// finish ends the task: a final commit of the progress made (also after a
+// failure, so that a restart resumes at the failed message), then Close.
+func (r *runner) finish(cause error) error {
+	ctx, cancel := context.WithTimeout(r.c.hardCtx, r.c.job.shutdownTimeout())
+	defer cancel()
+	var errs []error
+	if cause != nil {
+		errs = append(errs, cause)
+	}
+	if r.tracker.Err() == nil {
+		if err := r.commit(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	} else if cause == nil {
+		errs = append(errs, fmt.Errorf("task %s: final commit: output not acknowledged: %w", r.name, r.tracker.Err()))
+	}
+	if ct, ok := r.task.(ClosableTask); ok {
+		if err := safeCall(func() error { return ct.Close(ctx) }); err != nil {
+			errs = append(errs, fmt.Errorf("task %s: close: %w", r.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func stack() []byte { return debug.Stack() }
