@@ -77,9 +77,15 @@ type Job struct {
 	OnError ErrorPolicy
 	// DeadLetterTopic defaults to "<Name>-dlq".
 	DeadLetterTopic string
-	// Outputs are created when missing. Undeclared outputs must exist (or
-	// the cluster must create topics on first use).
+	// Outputs are created when missing. Undeclared outputs must exist,
+	// unless AutoCreateOutputs is set.
 	Outputs []OutputTopic
+	// AutoCreateOutputs creates a missing output topic the first time a
+	// task sends to it, with the job's task count as its partition count
+	// and the cluster's default (delete) cleanup policy. Off by default:
+	// most clusters manage their topics deliberately. Useful for routers
+	// whose output topics depend on the data.
+	AutoCreateOutputs bool
 	// QueueSize bounds each task's queue of fetched messages; default
 	// 1024. With sarama's per-partition buffers it bounds the memory a
 	// backlog can take.

@@ -30,6 +30,9 @@ type container struct {
 	hardCtx    context.Context
 	hardCancel context.CancelFunc
 
+	tasks      int32
+	known      sync.Map   // output topics known to exist (AutoCreateOutputs)
+	createMu   sync.Mutex // serialises topic creation
 	stopOnce   sync.Once
 	stop       chan struct{} // closed to ask every runner to stop gracefully
 	shutdownRq chan struct{} // a task called Coordinator.Shutdown
@@ -79,6 +82,7 @@ func (c *container) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
+	c.tasks = int32(tasks)
 	if j.OnError == DeadLetter {
 		if err := c.conn.EnsureTopic(kafka.TopicSpec{Name: j.deadLetterTopic(), Partitions: int32(tasks)}); err != nil {
 			return fmt.Errorf("task: job %q: dead-letter topic: %w", j.Name, err)
@@ -263,6 +267,23 @@ func (c *container) run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
+// ensureOutput creates topic, once, when AutoCreateOutputs is set.
+func (c *container) ensureOutput(topic string) error {
+	if _, ok := c.known.Load(topic); ok {
+		return nil
+	}
+	c.createMu.Lock()
+	defer c.createMu.Unlock()
+	if _, ok := c.known.Load(topic); ok {
+		return nil
+	}
+	if err := c.conn.EnsureTopic(kafka.TopicSpec{Name: topic, Partitions: c.tasks}); err != nil {
+		return err
+	}
+	c.known.Store(topic, true)
+	return nil
+}
+
 func (c *container) stopAll() { c.stopOnce.Do(func() { close(c.stop) }) }
 
 func (c *container) requestShutdown() { c.shutOnce.Do(func() { close(c.shutdownRq) }) }
@@ -270,6 +291,9 @@ func (c *container) requestShutdown() { c.shutOnce.Do(func() { close(c.shutdownR
 // close releases everything start opened, in dependency order.
 func (c *container) close() error {
 	var errs []error
+	for _, s := range c.subs {
+		s.Stop()
+	}
 	for _, s := range c.subs {
 		s.Close()
 	}

@@ -82,6 +82,11 @@ func (r *runner) Send(m stream.Outgoing) error {
 	if m.Topic == "" {
 		return errors.New("task: Send: message has no topic")
 	}
+	if r.c.job.AutoCreateOutputs {
+		if err := r.c.ensureOutput(m.Topic); err != nil {
+			return fmt.Errorf("task: Send: %w", err)
+		}
+	}
 	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &m); err != nil {
 		if r.c.hardCtx.Err() != nil {
 			return ErrStopping

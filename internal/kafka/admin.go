@@ -78,8 +78,21 @@ func (c *Conn) Partitions(topic string) (int32, error) {
 // that has fewer partitions than required, is an error rather than a silent
 // corruption.
 func (c *Conn) EnsureTopic(s TopicSpec) error {
-	n, err := c.Partitions(s.Name)
+	// One DescribeTopics request: asking metadata for a missing topic makes
+	// sarama retry with backoff, which would stall a task for a second.
+	md, err := c.Admin.DescribeTopics([]string{s.Name})
 	if err != nil {
+		return fmt.Errorf("describe topic %q: %w", s.Name, err)
+	}
+	var n int32
+	missing := len(md) == 0 || errors.Is(md[0].Err, sarama.ErrUnknownTopicOrPartition)
+	if !missing {
+		if md[0].Err != sarama.ErrNoError {
+			return fmt.Errorf("describe topic %q: %w", s.Name, md[0].Err)
+		}
+		n = int32(len(md[0].Partitions))
+	}
+	if missing {
 		cfg := map[string]*string{}
 		for k, v := range s.Configs {
 			cfg[k] = &v

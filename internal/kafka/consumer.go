@@ -95,13 +95,20 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 	}
 }
 
-// Close stops forwarding and closes the partition consumers. It returns
-// once no goroutine of the subscription is running.
-func (s *Subscription) Close() {
+// Stop begins closing the subscription without waiting; Close finishes.
+// Stopping many subscriptions before closing any lets their in-flight
+// fetches end together rather than one after another.
+func (s *Subscription) Stop() {
 	s.cancel()
 	for _, pc := range s.pcs {
 		pc.AsyncClose()
 	}
+}
+
+// Close stops forwarding and closes the partition consumers. It returns
+// once no goroutine of the subscription is running.
+func (s *Subscription) Close() {
+	s.Stop()
 	s.wg.Wait()
 	// Drain so that sarama's goroutines can finish.
 	for _, pc := range s.pcs {

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/stream"
+)
+
+var separateProducerClient bool
+
+// result is one measurement.
+type result struct {
+	name     string
+	messages int64 // input messages handled
+	outputs  int64 // records written
+	elapsed  time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.messages) / r.elapsed.Seconds() }
+
+// rawCopy is the baseline: the least a sarama program must do to copy input
+// to output with Grete's producer guarantees. Partition consumers read every
+// partition of input from the oldest offset; each message goes to output
+// through one AsyncProducer configured by internal/kafka.Config (idempotent,
+// acks=all, the same flush settings and partitioner as Grete's producer).
+// It returns once every message is acknowledged and the clients are closed.
+// The clock covers the set-up too, as it does for the job.
+func rawCopy(ctx context.Context, brokers []string, input, output string) (result, error) {
+	res := result{name: "raw sarama copy"}
+	start := time.Now()
+	cfg, err := kafka.Config(stream.KafkaConfig{Brokers: brokers, ClientID: "bench-raw"})
+	if err != nil {
+		return res, err
+	}
+	client, err := sarama.NewClient(brokers, cfg)
+	if err != nil {
+		return res, fmt.Errorf("raw copy: connect: %w", err)
+	}
+	defer client.Close()
+	parts, err := client.Partitions(input)
+	if err != nil {
+		return res, fmt.Errorf("raw copy: partitions of %s: %w", input, err)
+	}
+	// The messages to copy: everything up to the end offsets as of now.
+	ends := make(map[int32]int64, len(parts))
+	var want int64
+	for _, p := range parts {
+		lo, err := client.GetOffset(input, p, sarama.OffsetOldest)
+		if err != nil {
+			return res, fmt.Errorf("raw copy: start of %s/%d: %w", input, p, err)
+		}
+		hi, err := client.GetOffset(input, p, sarama.OffsetNewest)
+		if err != nil {
+			return res, fmt.Errorf("raw copy: end of %s/%d: %w", input, p, err)
+		}
+		if hi > lo {
+			ends[p] = hi
+			want += hi - lo
+		}
+	}
+	pclient := client
+	if separateProducerClient {
+		pclient, err = sarama.NewClient(brokers, cfg)
+		if err != nil {
+			return res, err
+		}
+		defer pclient.Close()
+	}
+	producer, err := sarama.NewAsyncProducerFromClient(pclient)
+	if err != nil {
+		return res, fmt.Errorf("raw copy: producer: %w", err)
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		producer.AsyncClose()
+		return res, fmt.Errorf("raw copy: consumer: %w", err)
+	}
+
+	// Acknowledgements: count successes until every message is in.
+	var (
+		acked    atomic.Int64
+		firstErr atomic.Pointer[error]
+		allAcked = make(chan struct{})
+		ackWG    sync.WaitGroup
+	)
+	ack := func() {
+		if acked.Add(1) == want {
+			close(allAcked)
+		}
+	}
+	ackWG.Add(2)
+	go func() {
+		defer ackWG.Done()
+		for range producer.Successes() {
+			ack()
+		}
+	}()
+	go func() {
+		defer ackWG.Done()
+		for e := range producer.Errors() {
+			err := fmt.Errorf("raw copy: produce: %w", e.Err)
+			firstErr.CompareAndSwap(nil, &err)
+			ack()
+		}
+	}()
+	if want == 0 {
+		close(allAcked)
+	}
+
+	// Forwarders: one goroutine per partition, like Grete's subscription.
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var fwdWG sync.WaitGroup
+	var pcs []sarama.PartitionConsumer
+	for p, end := range ends {
+		pc, err := consumer.ConsumePartition(input, p, sarama.OffsetOldest)
+		if err != nil {
+			err = fmt.Errorf("raw copy: consume %s/%d: %w", input, p, err)
+			firstErr.CompareAndSwap(nil, &err)
+			cancel()
+			break
+		}
+		pcs = append(pcs, pc)
+		fwdWG.Add(1)
+		go func() {
+			defer fwdWG.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case e := <-pc.Errors():
+					err := fmt.Errorf("raw copy: consume %s/%d: %w", input, p, e.Err)
+					firstErr.CompareAndSwap(nil, &err)
+					cancel()
+					return
+				case m := <-pc.Messages():
+					pm := &sarama.ProducerMessage{
+						Topic: output, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value),
+						Timestamp: m.Timestamp,
+					}
+					select {
+					case producer.Input() <- pm:
+					case <-ctx.Done():
+						return
+					}
+					if m.Offset+1 >= end {
+						return
+					}
+				}
+			}
+		}()
+	}
+	select {
+	case <-allAcked:
+	case <-ctx.Done():
+	}
+	cancel()
+	fwdWG.Wait()
+	for _, pc := range pcs {
+		pc.AsyncClose()
+		for range pc.Messages() {
+		}
+		for range pc.Errors() {
+		}
+	}
+	producer.AsyncClose()
+	ackWG.Wait()
+	_ = consumer.Close()
+	res.elapsed = time.Since(start)
+	res.messages, res.outputs = want, acked.Load()
+	if p := firstErr.Load(); p != nil {
+		return res, *p
+	}
+	if err := parent.Err(); err != nil && res.outputs < want {
+		return res, fmt.Errorf("raw copy: stopped after %d of %d messages: %w", res.outputs, want, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/grete-go/grete/internal/embedded"
+)
+
+// serveBroker is the -serve-broker child: it starts the embedded broker
+// (in memory), prints "addr <host:port,...>" on stdout, and runs until its
+// stdin closes, which happens when the parent asks it to stop or dies.
+func serveBroker(stdin io.Reader, stdout io.Writer, partitions int) error {
+	b, err := embedded.Start(embedded.Options{Partitions: partitions})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if _, err := fmt.Fprintf(stdout, "addr %s\n", strings.Join(b.Addrs(), ",")); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, stdin)
+	return nil
+}
+
+// child is a running child process of the benchmark.
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addrs []string
+}
+
+// startBrokerChild re-executes this program with -serve-broker and waits,
+// bounded, for the broker's address.
+func startBrokerChild(ctx context.Context, partitions int, stderr io.Writer) (*child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "-serve-broker", "-partitions", strconv.Itoa(partitions))
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start broker process: %w", err)
+	}
+	c := &child{cmd: cmd, stdin: stdin}
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(stdout).ReadString('\n')
+		line <- s
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case s := <-line:
+		addrs, ok := strings.CutPrefix(strings.TrimSpace(s), "addr ")
+		if !ok {
+			c.stop()
+			return nil, fmt.Errorf("broker process: unexpected first line %q", s)
+		}
+		c.addrs = strings.Split(addrs, ",")
+		return c, nil
+	case <-time.After(30 * time.Second):
+		c.stop()
+		return nil, errors.New("broker process: no address after 30s")
+	}
+}
+
+// stop closes the child's stdin, which makes it exit, and waits for it.
+// Past 30 s it kills the child.
+func (c *child) stop() {
+	_ = c.stdin.Close()
+	t := time.AfterFunc(30*time.Second, func() { _ = c.cmd.Process.Kill() })
+	defer t.Stop()
+	_ = c.cmd.Wait()
+}
+
+// peakRSS is the peak resident set size of an exited child, in bytes
+// (Linux reports ru_maxrss in KiB).
+func peakRSS(ps *os.ProcessState) int64 {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return int64(ru.Maxrss) * 1024
+	}
+	return -1
+}
+
+// measureRSS is (c): the router job's peak RSS while it works through a
+// backlog, measured in a process of its own, apart from the broker.
+func measureRSS(ctx context.Context, c config, stdout, stderr io.Writer) error {
+	b, err := startBrokerChild(ctx, c.partitions, stderr)
+	if err != nil {
+		return err
+	}
+	brokerStopped := false
+	defer func() {
+		if !brokerStopped {
+			b.stop()
+		}
+	}()
+	fmt.Fprintf(stdout, "rss: broker in child process %d at %s\n", b.cmd.Process.Pid, strings.Join(b.addrs, ","))
+
+	admin, err := newKgo(b.addrs)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	if err := createTopics(ctx, admin, int32(c.partitions), inputTopic); err != nil {
+		return err
+	}
+	if err := createTopics(ctx, admin, int32(c.partitions), routerOutputs(inputTopic)...); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := produce(ctx, b.addrs, inputTopic, c.backlog, c.size); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rss: backlog of %d events of %d bytes produced in %s\n", c.backlog, c.size, time.Since(start).Round(time.Millisecond))
+
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"-run-job", "-brokers", strings.Join(b.addrs, ","), "-input", inputTopic,
+		"-expect", strconv.FormatInt(c.backlog, 10), "-timeout", c.timeout.String()}
+	if c.cpuprofile != "" {
+		args = append(args, "-cpuprofile", c.cpuprofile)
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// The child stops when its stdin closes: at the latest when this
+	// process exits, however it exits.
+	jobStdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	defer jobStdin.Close()
+	start = time.Now()
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("job process: %w", err)
+	}
+	jobRSS := peakRSS(cmd.ProcessState)
+	fmt.Fprintf(stdout, "rss: job process caught up with the backlog in %s\n", time.Since(start).Round(time.Millisecond))
+
+	b.stop()
+	brokerStopped = true
+	verdict := "met"
+	if jobRSS >= 300<<20 {
+		verdict = "NOT met"
+	}
+	fmt.Fprintf(stdout, "result: router job peak RSS %.1f MiB on a %d-event backlog (target < 300 MB: %s)\n",
+		float64(jobRSS)/(1<<20), c.backlog, verdict)
+	fmt.Fprintf(stdout, "result: (broker process peak RSS %.1f MiB, not included)\n", float64(peakRSS(b.cmd.ProcessState))/(1<<20))
+	return nil
+}
+
+// runJobChild is the -run-job child: it runs the router job until it has
+// finished with -expect events, prints its rate, and exits. It gives up
+// when stdin closes (the parent is gone).
+func runJobChild(ctx context.Context, c config, stdin io.Reader, stdout io.Writer) error {
+	if c.brokers == "" || c.input == "" || c.expect < 1 {
+		return errors.New("-run-job needs -brokers, -input and -expect")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		cancel()
+	}()
+	if c.cpuprofile != "" {
+		f, err := os.Create(c.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	job := routerJob("bench-router-rss", strings.Split(c.brokers, ","), c.input, quietLogger(os.Stderr))
+	last := time.Now()
+	progress := func(in uint64) {
+		if time.Since(last) >= 10*time.Second {
+			last = time.Now()
+			fmt.Fprintf(stdout, "rss: job process: %d of %d events\n", in, c.expect)
+		}
+	}
+	res, err := runJob(ctx, job, uint64(c.expect), 50*time.Millisecond, progress)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rss: job process: %d events in %s = %.0f msgs/s (%d records written)\n",
+		res.messages, res.elapsed.Round(time.Millisecond), res.rate(), res.outputs)
+	return nil
+}
