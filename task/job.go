@@ -109,9 +109,9 @@ var validName = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
 func (j *Job) Validate() error {
 	var errs []error
 	if j.Name == "" {
-		errs = append(errs, errors.New("Name is empty"))
+		errs = append(errs, errors.New("the job has no Name"))
 	} else if !validName.MatchString(j.Name) {
-		errs = append(errs, fmt.Errorf("Name %q may contain only letters, digits, '.', '_' and '-'", j.Name))
+		errs = append(errs, fmt.Errorf("job name %q may contain only letters, digits, '.', '_' and '-'", j.Name))
 	}
 	if j.Checkpoints == nil || len(j.Inputs)+len(j.Broadcast) > 0 {
 		if err := j.Kafka.Validate(); err != nil {
@@ -131,19 +131,19 @@ func (j *Job) Validate() error {
 		seen[t] = true
 	}
 	if j.NewTask == nil {
-		errs = append(errs, errors.New("NewTask is nil"))
+		errs = append(errs, errors.New("field NewTask is nil"))
 	}
 	if j.Window < 0 || j.CommitInterval < 0 || j.ShutdownTimeout < 0 {
-		errs = append(errs, errors.New("Window, CommitInterval and ShutdownTimeout must not be negative"))
+		errs = append(errs, errors.New("fields Window, CommitInterval and ShutdownTimeout must not be negative"))
 	}
 	if j.QueueSize < 0 {
-		errs = append(errs, errors.New("QueueSize must not be negative"))
+		errs = append(errs, errors.New("field QueueSize must not be negative"))
 	}
 	if j.OnError < Fail || j.OnError > DeadLetter {
-		errs = append(errs, fmt.Errorf("OnError %v is not a policy", j.OnError))
+		errs = append(errs, fmt.Errorf("field OnError: %v is not a policy", j.OnError))
 	}
 	if j.StartAt != StartOldest && j.StartAt != StartNewest {
-		errs = append(errs, fmt.Errorf("StartAt %d is not a start position", j.StartAt))
+		errs = append(errs, fmt.Errorf("field StartAt: %d is not a start position", j.StartAt))
 	}
 	for _, o := range j.Outputs {
 		if o.Name == "" {

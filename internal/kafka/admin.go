@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/grete-go/grete/stream"
 )
 
 // TopicSpec describes a topic Grete needs.
@@ -26,6 +28,9 @@ type Conn struct {
 	Client   sarama.Client
 	Admin    sarama.ClusterAdmin
 	Consumer sarama.Consumer
+
+	mu      sync.Mutex
+	reading map[stream.Partition]bool // partitions Consumer reads
 }
 
 // Dial connects to the cluster.
@@ -44,7 +49,7 @@ func Dial(cfg *sarama.Config, brokers []string) (*Conn, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("start Kafka consumer: %w", err)
 	}
-	return &Conn{Client: client, Admin: admin, Consumer: consumer}, nil
+	return &Conn{Client: client, Admin: admin, Consumer: consumer, reading: map[stream.Partition]bool{}}, nil
 }
 
 // Close closes everything Dial opened.
@@ -115,14 +120,19 @@ func (c *Conn) EnsureTopic(s TopicSpec) error {
 		return fmt.Errorf("topic %q has %d partitions, needs at least %d", s.Name, n, s.MinPartitions)
 	}
 	if s.Compact {
-		entries, err := c.Admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: s.Name, ConfigNames: []string{"cleanup.policy"}})
+		res, err := c.Admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: s.Name, ConfigNames: []string{"cleanup.policy"}}}, sarama.DescribeConfigsOptions{})
 		if err != nil {
 			return fmt.Errorf("describe topic %q: %w", s.Name, err)
 		}
 		policy := "delete"
-		for _, e := range entries {
-			if e.Name == "cleanup.policy" {
-				policy = e.Value
+		for _, r := range res {
+			if r.ErrorCode != sarama.ErrNoError {
+				return fmt.Errorf("describe topic %q: %w: %s", s.Name, r.ErrorCode, r.ErrorMsg)
+			}
+			for _, e := range r.Configs {
+				if e.Name == "cleanup.policy" {
+					policy = e.Value
+				}
 			}
 		}
 		if !strings.Contains(policy, "compact") {

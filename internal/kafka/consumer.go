@@ -27,6 +27,9 @@ type Input struct {
 // Subscription forwards the messages of a set of partitions, in offset order
 // per partition, into one bounded channel.
 type Subscription struct {
+	conn   *Conn
+	owned  []stream.Partition // partitions read through the shared consumer
+	extra  sarama.Consumer    // for partitions another subscription reads too
 	pcs    []sarama.PartitionConsumer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -39,13 +42,32 @@ type Subscription struct {
 // message, with a warning; newer data is never skipped.
 func (c *Conn) Subscribe(inputs []Input, out chan<- stream.Message, log *slog.Logger) (*Subscription, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Subscription{cancel: cancel}
+	s := &Subscription{conn: c, cancel: cancel}
 	for _, in := range inputs {
-		pc, err := c.Consumer.ConsumePartition(in.Partition.Topic, in.Partition.Partition, in.Offset)
+		// A sarama consumer reads a partition once; broadcast inputs are
+		// read by every task, so later readers get a consumer of their own.
+		consumer := c.Consumer
+		c.mu.Lock()
+		if c.reading[in.Partition] {
+			if s.extra == nil {
+				var err error
+				if s.extra, err = sarama.NewConsumerFromClient(c.Client); err != nil {
+					c.mu.Unlock()
+					s.Close()
+					return nil, fmt.Errorf("start consumer: %w", err)
+				}
+			}
+			consumer = s.extra
+		} else {
+			c.reading[in.Partition] = true
+			s.owned = append(s.owned, in.Partition)
+		}
+		c.mu.Unlock()
+		pc, err := consumer.ConsumePartition(in.Partition.Topic, in.Partition.Partition, in.Offset)
 		if errors.Is(err, sarama.ErrOffsetOutOfRange) && in.Offset >= 0 {
 			log.Warn("checkpointed offset is no longer in the log; resuming at the oldest retained message",
 				"partition", in.Partition.String(), "offset", in.Offset)
-			pc, err = c.Consumer.ConsumePartition(in.Partition.Topic, in.Partition.Partition, sarama.OffsetOldest)
+			pc, err = consumer.ConsumePartition(in.Partition.Topic, in.Partition.Partition, sarama.OffsetOldest)
 		}
 		if err != nil {
 			s.Close()
@@ -117,6 +139,17 @@ func (s *Subscription) Close() {
 		for range pc.Errors() {
 		}
 	}
+	s.pcs = nil
+	if s.extra != nil {
+		_ = s.extra.Close()
+		s.extra = nil
+	}
+	s.conn.mu.Lock()
+	for _, p := range s.owned {
+		delete(s.conn.reading, p)
+	}
+	s.owned = nil
+	s.conn.mu.Unlock()
 }
 
 // CommitGroupOffsets records offsets (next offset to read) as the committed

@@ -478,13 +478,23 @@ func (d *Driver) Advance(ctx context.Context, dt time.Duration) error {
 			return startErr
 		}
 		if d.stopped {
-			due := int64(0)
-			if d.wt != nil && !d.nextWindow.After(target) {
-				due = int64(target.Sub(d.nextWindow)/d.cfg.window) + 1
+			// Count the Window calls that fall due in (now, target]; the
+			// schedule keeps its phase, as if the task were still running.
+			due := 0
+			if w := d.cfg.window; d.wt != nil {
+				nw := d.nextWindow
+				if !nw.After(d.now) {
+					nw = nw.Add((d.now.Sub(nw)/w + 1) * w)
+				}
+				if !nw.After(target) {
+					due = int(target.Sub(nw)/w) + 1
+					nw = nw.Add(time.Duration(due) * w)
+				}
+				d.nextWindow = nw
 			}
 			d.mu.Unlock()
 			if due > 0 {
-				return d.undone(startErr, int(due), "Window call(s) not made")
+				return d.undone(startErr, due, "Window call(s) not made")
 			}
 			return startErr
 		}
