@@ -45,6 +45,7 @@ const (
 	DefaultCommitInterval  = 5 * time.Second
 	DefaultQueueSize       = 1024
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultCommitTimeout   = 2 * time.Minute
 )
 
 // Job describes a stream job. Only Name, Kafka.Brokers, Inputs and NewTask
@@ -93,6 +94,11 @@ type Job struct {
 	// ShutdownTimeout bounds the final commit of every task on a graceful
 	// stop; default 30 s.
 	ShutdownTimeout time.Duration
+	// CommitTimeout bounds one commit: waiting for the acknowledgement of
+	// outputs and writing the checkpoint, retries included. A commit that
+	// cannot finish in time (the cluster is unreachable) fails the task;
+	// default 2 minutes.
+	CommitTimeout time.Duration
 	// Checkpoints overrides where checkpoints are kept; default a
 	// checkpoint.Kafka on "<Name>-checkpoints". Run does not close a
 	// manager it did not create.
@@ -133,8 +139,8 @@ func (j *Job) Validate() error {
 	if j.NewTask == nil {
 		errs = append(errs, errors.New("field NewTask is nil"))
 	}
-	if j.Window < 0 || j.CommitInterval < 0 || j.ShutdownTimeout < 0 {
-		errs = append(errs, errors.New("fields Window, CommitInterval and ShutdownTimeout must not be negative"))
+	if j.Window < 0 || j.CommitInterval < 0 || j.ShutdownTimeout < 0 || j.CommitTimeout < 0 {
+		errs = append(errs, errors.New("fields Window, CommitInterval, CommitTimeout and ShutdownTimeout must not be negative"))
 	}
 	if j.QueueSize < 0 {
 		errs = append(errs, errors.New("field QueueSize must not be negative"))
@@ -178,6 +184,13 @@ func (j *Job) shutdownTimeout() time.Duration {
 		return DefaultShutdownTimeout
 	}
 	return j.ShutdownTimeout
+}
+
+func (j *Job) commitTimeout() time.Duration {
+	if j.CommitTimeout == 0 {
+		return DefaultCommitTimeout
+	}
+	return j.CommitTimeout
 }
 
 func (j *Job) deadLetterTopic() string {

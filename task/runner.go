@@ -137,7 +137,10 @@ func (r *runner) run() error {
 			nextWindow = now.Add(j.Window)
 		}
 		if r.commitRq || !now.Before(nextCommit) {
-			if err := r.commit(r.c.hardCtx); err != nil {
+			ctx, cancel := context.WithTimeout(r.c.hardCtx, j.commitTimeout())
+			err := r.commit(ctx)
+			cancel()
+			if err != nil {
 				return r.finish(err)
 			}
 			now = time.Now()

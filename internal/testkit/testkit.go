@@ -41,7 +41,13 @@ func Client(t testing.TB, addrs []string, opts ...kgo.Opt) *kgo.Client {
 // CreateTopic creates topic with n partitions and optional configs.
 func CreateTopic(t testing.TB, addrs []string, topic string, n int32, configs map[string]*string) {
 	t.Helper()
-	adm := kadm.NewClient(Client(t, addrs))
+	CreateTopicWith(t, addrs, nil, topic, n, configs)
+}
+
+// CreateTopicWith is CreateTopic with extra client options (TLS, SASL).
+func CreateTopicWith(t testing.TB, addrs []string, opts []kgo.Opt, topic string, n int32, configs map[string]*string) {
+	t.Helper()
+	adm := kadm.NewClient(Client(t, addrs, opts...))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := adm.CreateTopic(ctx, n, 1, configs, topic)
@@ -72,17 +78,23 @@ func Produce(t testing.TB, addrs []string, topic string, recs []*kgo.Record) {
 // as of the call, bounded by timeout.
 func ReadAll(t testing.TB, addrs []string, timeout time.Duration, topics ...string) []*kgo.Record {
 	t.Helper()
-	recs, err := readAll(addrs, timeout, topics...)
+	return ReadAllWith(t, addrs, nil, timeout, topics...)
+}
+
+// ReadAllWith is ReadAll with extra client options (TLS, SASL).
+func ReadAllWith(t testing.TB, addrs []string, opts []kgo.Opt, timeout time.Duration, topics ...string) []*kgo.Record {
+	t.Helper()
+	recs, err := readAll(addrs, opts, timeout, topics...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return recs
 }
 
-func readAll(addrs []string, timeout time.Duration, topics ...string) ([]*kgo.Record, error) {
+func readAll(addrs []string, opts []kgo.Opt, timeout time.Duration, topics ...string) ([]*kgo.Record, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +132,7 @@ func readAll(addrs []string, timeout time.Duration, topics ...string) ([]*kgo.Re
 			starts[tp][p] = kgo.NewOffset().AtStart()
 		}
 	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumePartitions(starts))
+	rd, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.ConsumePartitions(starts)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
