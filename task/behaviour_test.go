@@ -477,3 +477,25 @@ func TestErrorPolicyStrings(t *testing.T) {
 	_, err := task.ParseErrorPolicy("ignore")
 	require.Error(t, err)
 }
+
+// A checkpoint that cannot be written within CommitTimeout fails the job
+// instead of retrying for ever.
+func TestCommitTimeoutFailsTheJob(t *testing.T) {
+	b := setup(t, 1, 10)
+	testkit.CreateTopic(t, b.Addrs(), "out", 1, nil)
+	job := newJob(b, "cto", func() task.StreamTask { return &copyTask{out: "out"} })
+	job.CommitTimeout = time.Second
+	job.ShutdownTimeout = time.Second
+	// Let the checkpoint topic be created, then fail every write to it.
+	f := b.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "cto-checkpoints", Err: kerr.NotEnoughReplicas, Count: -1})
+	defer f.Remove()
+	_, done := start(t, job)
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "commit")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute):
+		t.Fatal("job kept retrying past CommitTimeout")
+	}
+	require.Positive(t, f.Hits())
+}
