@@ -131,12 +131,34 @@ func (k *Kafka) catchUp(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint: read %s: %w", p, err)
 	}
-	defer pc.Close()
+	// Close without waiting out the consumer's long poll.
+	defer func() {
+		pc.AsyncClose()
+		go func() {
+			for range pc.Messages() {
+			}
+		}()
+		go func() {
+			for range pc.Errors() {
+			}
+		}()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	idle := time.NewTicker(100 * time.Millisecond)
+	defer idle.Stop()
+	quiet := 0 // ticks without a message
 	for k.next < hwm {
 		select {
+		case <-idle.C:
+			// Offsets below hwm may hold no record (control records,
+			// compaction). Once the consumer has fetched up to hwm and
+			// two ticks passed without a message, nothing is left.
+			if quiet++; quiet >= 2 && pc.HighWaterMarkOffset() >= hwm {
+				return nil
+			}
 		case m := <-pc.Messages():
+			quiet = 0
 			if m.Value == nil {
 				delete(k.latest, string(m.Key))
 			} else {

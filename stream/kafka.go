@@ -4,7 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"strings"
+	"net"
+	"strconv"
 )
 
 // SASLMechanism names a SASL mechanism a Kafka cluster accepts.
@@ -45,8 +46,10 @@ func (c KafkaConfig) Validate() error {
 		errs = append(errs, errors.New("no brokers: set KafkaConfig.Brokers to at least one host:port"))
 	}
 	for _, b := range c.Brokers {
-		if i := strings.LastIndexByte(b, ':'); i <= 0 || i == len(b)-1 {
-			errs = append(errs, fmt.Errorf("broker %q is not of the form host:port", b))
+		host, port, err := net.SplitHostPort(b)
+		n, perr := strconv.Atoi(port)
+		if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			errs = append(errs, fmt.Errorf("broker %q is not of the form host:port (port 1-65535)", b))
 		}
 	}
 	if s := c.SASL; s != nil {

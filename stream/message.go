@@ -78,8 +78,9 @@ func ParsePartition(s string) (Partition, error) {
 	if i <= 0 {
 		return Partition{}, fmt.Errorf("stream: %q is not of the form topic/partition", s)
 	}
-	n, err := strconv.ParseInt(s[i+1:], 10, 32)
-	if err != nil || n < 0 {
+	digits := s[i+1:]
+	n, err := strconv.ParseInt(digits, 10, 32)
+	if err != nil || n < 0 || digits[0] < '0' || digits[0] > '9' {
 		return Partition{}, fmt.Errorf("stream: %q is not of the form topic/partition", s)
 	}
 	return Partition{Topic: s[:i], Partition: int32(n)}, nil

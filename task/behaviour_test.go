@@ -428,18 +428,28 @@ func TestLostOutputFailsTheJobAndHoldsTheCheckpoint(t *testing.T) {
 	require.EqualValues(t, 100, h[len(h)-1].Inputs[stream.Partition{Topic: "in"}], "checkpoint never covers the lost outputs")
 }
 
-func TestInitErrorStopsTheJob(t *testing.T) {
-	b := setup(t, 2, 0)
+func TestInitErrorStopsTheJobAndClosesInitialisedTasks(t *testing.T) {
+	b := setup(t, 3, 0)
+	var closed sync.Map
 	job := newJob(b, "initerr", func() task.StreamTask {
-		return &funcTask{init: func(_ context.Context, tc task.Context) error {
-			if tc.Partition() == 1 {
-				return errors.New("no database")
-			}
-			return nil
-		}}
+		var name string
+		return &funcTask{
+			init: func(_ context.Context, tc task.Context) error {
+				name = tc.TaskName()
+				if tc.Partition() == 1 {
+					return errors.New("no database")
+				}
+				return nil
+			},
+			close: func(context.Context) error { closed.Store(name, true); return nil },
+		}
 	})
 	err := job.Run(context.Background())
 	require.ErrorContains(t, err, "task-1: init: no database")
+	_, ok := closed.Load("task-0")
+	require.True(t, ok, "task-0 was initialised, so it is closed")
+	_, ok = closed.Load("task-2")
+	require.False(t, ok, "task-2 was never initialised")
 }
 
 func TestValidateExplainsEveryProblem(t *testing.T) {

@@ -205,11 +205,20 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 }
 
 func (c *container) run(ctx context.Context) error {
-	// Init every task before any of them consumes.
-	for _, r := range c.runners {
+	// Init every task before any of them consumes. If one fails, the tasks
+	// already initialised are closed: they may hold resources.
+	for i, r := range c.runners {
 		if it, ok := r.task.(InitableTask); ok {
 			if err := safeCall(func() error { return it.Init(c.hardCtx, r) }); err != nil {
-				return fmt.Errorf("task %s: init: %w", r.name, err)
+				errs := []error{fmt.Errorf("task %s: init: %w", r.name, err)}
+				for _, done := range c.runners[:i] {
+					if ct, ok := done.task.(ClosableTask); ok {
+						if err := safeCall(func() error { return ct.Close(c.hardCtx) }); err != nil {
+							errs = append(errs, fmt.Errorf("task %s: close: %w", done.name, err))
+						}
+					}
+				}
+				return errors.Join(errs...)
 			}
 		}
 	}

@@ -87,7 +87,7 @@ func (r *runner) Send(m stream.Outgoing) error {
 			return fmt.Errorf("task: Send: %w", err)
 		}
 	}
-	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &m); err != nil {
+	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &m, 0); err != nil {
 		if r.c.hardCtx.Err() != nil {
 			return ErrStopping
 		}
@@ -199,7 +199,7 @@ func (r *runner) deadLetter(m stream.Message, cause error) error {
 		stream.Header{Key: HeaderTask, Value: []byte(r.name)},
 	)
 	out := stream.Outgoing{Topic: r.c.job.deadLetterTopic(), Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
-	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &out); err != nil {
+	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &out, 0); err != nil {
 		return fmt.Errorf("task %s: dead-letter message at %s/%d offset %d: %w", r.name, m.Topic, m.Partition, m.Offset, err)
 	}
 	r.log.Warn("dead-lettered message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", cause)

@@ -135,8 +135,10 @@ func (c *Conn) EnsureTopic(s TopicSpec) error {
 				}
 			}
 		}
-		if !strings.Contains(policy, "compact") {
-			return fmt.Errorf("topic %q has cleanup.policy=%s, must be compact (it keeps the last value of every key)", s.Name, policy)
+		// "compact,delete" would delete old records even when they hold
+		// the latest value of their key: a changelog would lose keys.
+		if strings.TrimSpace(policy) != "compact" {
+			return fmt.Errorf("topic %q has cleanup.policy=%s, must be exactly compact (it must keep the last value of every key for ever)", s.Name, policy)
 		}
 	}
 	return nil

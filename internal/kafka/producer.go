@@ -21,6 +21,7 @@ type Tracker struct {
 	sent     int64
 	err      error
 	idle     chan struct{} // closed while inflight == 0
+	offsets  []int64       // highest acknowledged offset per changelog
 }
 
 // NewTracker returns an idle tracker.
@@ -38,6 +39,28 @@ func (t *Tracker) add() {
 	t.inflight++
 	t.sent++
 	t.mu.Unlock()
+}
+
+func (t *Tracker) acked(changelog int, offset int64) {
+	t.mu.Lock()
+	for len(t.offsets) < changelog {
+		t.offsets = append(t.offsets, -1)
+	}
+	if offset > t.offsets[changelog-1] {
+		t.offsets[changelog-1] = offset
+	}
+	t.mu.Unlock()
+}
+
+// ChangelogOffset is the highest acknowledged offset of records sent with
+// changelog index i (see Producer.Send), or -1.
+func (t *Tracker) ChangelogOffset(i int) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i >= len(t.offsets) {
+		return -1
+	}
+	return t.offsets[i]
 }
 
 func (t *Tracker) done(err error) {
@@ -73,6 +96,13 @@ func (t *Tracker) Wait(ctx context.Context) error {
 	t.mu.Lock()
 	idle := t.idle
 	t.mu.Unlock()
+	// Prefer idle when both are ready: select picks at random, and an
+	// acknowledged task must not fail for a cancelled context.
+	select {
+	case <-idle:
+		return t.Err()
+	default:
+	}
 	select {
 	case <-idle:
 	case <-ctx.Done():
@@ -108,6 +138,9 @@ func NewProducer(client sarama.Client) (*Producer, error) {
 		defer p.wg.Done()
 		for m := range ap.Successes() {
 			if meta, ok := m.Metadata.(*Meta); ok {
+				if meta.Changelog > 0 {
+					meta.Tracker.acked(meta.Changelog, m.Offset)
+				}
 				meta.Tracker.done(nil)
 			}
 		}
@@ -124,11 +157,13 @@ func NewProducer(client sarama.Client) (*Producer, error) {
 }
 
 // Send hands m to the producer; t learns when it is acknowledged.
-func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing) error {
+// changelog, when positive, is 1 + the index of the store whose changelog
+// m belongs to: t then tracks the highest acknowledged offset per index.
+func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing, changelog int) error {
 	pm := &sarama.ProducerMessage{
 		Topic:     m.Topic,
 		Timestamp: m.Timestamp,
-		Metadata:  &Meta{Tracker: t, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition},
+		Metadata:  &Meta{Tracker: t, Changelog: changelog, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition},
 	}
 	if m.Key != nil {
 		pm.Key = sarama.ByteEncoder(m.Key)
