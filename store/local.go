@@ -1,0 +1,413 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/btree"
+)
+
+// Engine keys begin with a namespace byte. The changelog carries engine
+// keys and values as they are, so everything in these namespaces (change
+// markers and the TTL index too) survives a crash with the data.
+const (
+	nsData   = 'd' // 'd' + key -> header + value
+	nsChange = 'c' // 'c' + key -> "" : key changed since last taken
+	nsExpiry = 'x' // 'x' + expiry (8 bytes, big endian ns) + key -> ""
+)
+
+// Value headers.
+const (
+	hdrPlain    = 0 // followed by the value
+	hdrExpiring = 1 // followed by 8 bytes of expiry (Unix ns, big endian), then the value
+)
+
+// Meta is what a store's engine records about the checkpoint its data
+// matches: written atomically with the data at every commit.
+type Meta struct {
+	CheckpointID uint64
+	// Offset is the last changelog offset the data includes (-1 none).
+	Offset int64
+}
+
+func (m Meta) encode() []byte {
+	b := make([]byte, 17)
+	b[0] = 1 // format version
+	binary.BigEndian.PutUint64(b[1:], m.CheckpointID)
+	binary.BigEndian.PutUint64(b[9:], uint64(m.Offset))
+	return b
+}
+
+func decodeMeta(b []byte) (Meta, error) {
+	if len(b) != 17 || b[0] != 1 {
+		return Meta{}, fmt.Errorf("store: metadata of unknown format (version %d, %d bytes)", b[0], len(b))
+	}
+	return Meta{CheckpointID: binary.BigEndian.Uint64(b[1:]), Offset: int64(binary.BigEndian.Uint64(b[9:]))}, nil
+}
+
+// pend is a buffered write: the value to set, or a delete.
+type pend struct {
+	key, value []byte
+	del        bool
+}
+
+func lessPend(a, b *pend) bool { return bytes.Compare(a.key, b.key) < 0 }
+
+// Local is a task's store: an engine plus the writes buffered since the
+// last commit. Reads see buffered writes; buffered writes reach the engine
+// only through Commit, after their changelog records are acknowledged and
+// the checkpoint is written, so the engine is never ahead of the
+// checkpoint.
+//
+// Task code sees a Local as a Store. The other exported methods are the
+// commit and restore protocol, driven by package task.
+type Local struct {
+	spec    Spec
+	dir     string
+	eng     engine
+	pending *btree.BTreeG[*pend]
+	pbytes  int
+	now     func() time.Time
+	closed  bool
+
+	gets, puts, dels, flushes, expired atomic.Uint64
+	flushNs                            atomic.Int64
+	restRecs, restBytes                atomic.Uint64
+	restNs                             atomic.Int64
+}
+
+// Open opens the store of spec in dir (ignored by the Memory engine).
+// now is the clock for TTLs; nil means time.Now.
+func Open(dir string, spec Spec, now func() time.Time) (*Local, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if spec.WriteBuffer == 0 {
+		spec.WriteBuffer = DefaultWriteBuffer
+	}
+	if now == nil {
+		now = time.Now
+	}
+	l := &Local{spec: spec, dir: dir, now: now, pending: btree.NewG(16, lessPend)}
+	if err := l.openEngine(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Local) openEngine() error {
+	if l.spec.Engine == Memory {
+		l.eng = newMemEngine()
+		return nil
+	}
+	if err := os.MkdirAll(l.dir, 0o755); err != nil {
+		return fmt.Errorf("store %q: %w", l.spec.Name, err)
+	}
+	e, err := openPebble(l.dir, l.spec)
+	if err != nil {
+		return err
+	}
+	l.eng = e
+	return nil
+}
+
+// Name implements Store.
+func (l *Local) Name() string { return l.spec.Name }
+
+// Spec returns the store's spec, with defaults filled in.
+func (l *Local) Spec() Spec { return l.spec }
+
+func dataKey(key []byte) []byte {
+	k := make([]byte, 1+len(key))
+	k[0] = nsData
+	copy(k[1:], key)
+	return k
+}
+
+// lookup returns the engine value of an engine key, buffered writes first.
+func (l *Local) lookup(k []byte) ([]byte, bool, error) {
+	if p, ok := l.pending.Get(&pend{key: k}); ok {
+		if p.del {
+			return nil, false, nil
+		}
+		return p.value, true, nil
+	}
+	return l.eng.get(k)
+}
+
+// decode splits an engine value into the user value and whether it is
+// still live at now.
+func decodeValue(v []byte, now int64) ([]byte, bool, error) {
+	if len(v) == 0 {
+		return nil, false, errors.New("store: empty engine value")
+	}
+	switch v[0] {
+	case hdrPlain:
+		return v[1:], true, nil
+	case hdrExpiring:
+		if len(v) < 9 {
+			return nil, false, errors.New("store: short expiring value")
+		}
+		exp := int64(binary.BigEndian.Uint64(v[1:9]))
+		return v[9:], exp > now, nil
+	}
+	return nil, false, fmt.Errorf("store: value header %d unknown", v[0])
+}
+
+// Get implements Store.
+func (l *Local) Get(key []byte) ([]byte, bool, error) {
+	if l.closed {
+		return nil, false, ErrClosed
+	}
+	l.gets.Add(1)
+	v, ok, err := l.lookup(dataKey(key))
+	if !ok || err != nil {
+		return nil, false, err
+	}
+	val, live, err := decodeValue(v, l.now().UnixNano())
+	if !live || err != nil {
+		return nil, false, err
+	}
+	return bytes.Clone(val), true, nil
+}
+
+func (l *Local) buffer(k, v []byte, del bool) {
+	p := &pend{key: k, value: v, del: del}
+	if old, ok := l.pending.ReplaceOrInsert(p); ok {
+		l.pbytes -= len(old.key) + len(old.value)
+	}
+	l.pbytes += len(k) + len(v)
+}
+
+// Put implements Store.
+func (l *Local) Put(key, value []byte) error {
+	if l.closed {
+		return ErrClosed
+	}
+	l.puts.Add(1)
+	k := dataKey(key)
+	var v []byte
+	if l.spec.TTL > 0 {
+		exp := l.now().Add(l.spec.TTL).UnixNano()
+		// Drop the index entry of the previous expiry, if any.
+		if old, ok, err := l.lookup(k); err != nil {
+			return err
+		} else if ok && len(old) >= 9 && old[0] == hdrExpiring {
+			l.buffer(expiryKey(int64(binary.BigEndian.Uint64(old[1:9])), key), nil, true)
+		}
+		v = make([]byte, 9+len(value))
+		v[0] = hdrExpiring
+		binary.BigEndian.PutUint64(v[1:], uint64(exp))
+		copy(v[9:], value)
+		l.buffer(expiryKey(exp, key), []byte{}, false)
+	} else {
+		v = make([]byte, 1+len(value))
+		v[0] = hdrPlain
+		copy(v[1:], value)
+	}
+	l.buffer(k, v, false)
+	l.markChanged(key)
+	return nil
+}
+
+// PutAll implements Store.
+func (l *Local) PutAll(entries []Entry) error {
+	for _, e := range entries {
+		if err := l.Put(e.Key, e.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (l *Local) Delete(key []byte) error {
+	if l.closed {
+		return ErrClosed
+	}
+	l.dels.Add(1)
+	k := dataKey(key)
+	if l.spec.TTL > 0 {
+		if old, ok, err := l.lookup(k); err != nil {
+			return err
+		} else if ok && len(old) >= 9 && old[0] == hdrExpiring {
+			l.buffer(expiryKey(int64(binary.BigEndian.Uint64(old[1:9])), key), nil, true)
+		}
+	}
+	l.buffer(k, nil, true)
+	l.markChanged(key)
+	return nil
+}
+
+func (l *Local) markChanged(key []byte) {
+	if !l.spec.TrackChanges {
+		return
+	}
+	k := make([]byte, 1+len(key))
+	k[0] = nsChange
+	copy(k[1:], key)
+	l.buffer(k, []byte{}, false)
+}
+
+func expiryKey(exp int64, key []byte) []byte {
+	k := make([]byte, 9+len(key))
+	k[0] = nsExpiry
+	binary.BigEndian.PutUint64(k[1:], uint64(exp))
+	copy(k[9:], key)
+	return k
+}
+
+// Range implements Store.
+func (l *Local) Range(start, end []byte) Iterator {
+	lo := []byte{nsData}
+	hi := []byte{nsData + 1}
+	if start != nil {
+		lo = dataKey(start)
+	}
+	if end != nil {
+		hi = dataKey(end)
+	}
+	return l.userIter(lo, hi)
+}
+
+// Prefix implements Store.
+func (l *Local) Prefix(prefix []byte) Iterator {
+	lo := dataKey(prefix)
+	return l.userIter(lo, prefixEnd(lo))
+}
+
+// prefixEnd returns the smallest key greater than every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func (l *Local) userIter(lo, hi []byte) Iterator {
+	if l.closed {
+		return &errIter{err: ErrClosed}
+	}
+	m, err := l.merged(lo, hi)
+	if err != nil {
+		return &errIter{err: err}
+	}
+	return &userIter{m: m, now: l.now().UnixNano()}
+}
+
+// merged iterates engine keys in [lo, hi), buffered writes over the engine.
+func (l *Local) merged(lo, hi []byte) (*mergeIter, error) {
+	var ps []*pend
+	l.pending.AscendRange(&pend{key: lo}, &pend{key: hi}, func(p *pend) bool {
+		ps = append(ps, p)
+		return true
+	})
+	ei, err := l.eng.iter(lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	return &mergeIter{ps: ps, e: ei, started: false}, nil
+}
+
+// mergeIter merges a snapshot of buffered writes with an engine iterator;
+// a buffered write hides the engine's value of its key, and a buffered
+// delete hides the key.
+type mergeIter struct {
+	ps      []*pend
+	pi      int
+	e       engineIter
+	eok     bool
+	started bool
+	k, v    []byte
+}
+
+func (m *mergeIter) next() bool {
+	if !m.started {
+		m.started = true
+		m.eok = m.e.first()
+	}
+	for {
+		var p *pend
+		if m.pi < len(m.ps) {
+			p = m.ps[m.pi]
+		}
+		switch {
+		case p == nil && !m.eok:
+			return false
+		case p == nil || (m.eok && bytes.Compare(m.e.key(), p.key) < 0):
+			m.k, m.v = m.e.key(), m.e.value()
+			m.eok = m.e.next()
+			return true
+		default:
+			if m.eok && bytes.Equal(m.e.key(), p.key) {
+				m.eok = m.e.next()
+			}
+			m.pi++
+			if p.del {
+				continue
+			}
+			m.k, m.v = p.key, p.value
+			return true
+		}
+	}
+}
+
+func (m *mergeIter) err() error   { return m.e.err() }
+func (m *mergeIter) close() error { return m.e.close() }
+
+// userIter strips namespaces and headers, and hides expired values.
+type userIter struct {
+	m      *mergeIter
+	now    int64
+	k, v   []byte
+	err    error
+	closed bool
+}
+
+func (u *userIter) Next() bool {
+	if u.err != nil || u.closed {
+		return false
+	}
+	for u.m.next() {
+		val, live, err := decodeValue(u.m.v, u.now)
+		if err != nil {
+			u.err = err
+			return false
+		}
+		if !live {
+			continue
+		}
+		u.k, u.v = u.m.k[1:], val
+		return true
+	}
+	u.err = u.m.err()
+	return false
+}
+
+func (u *userIter) Key() []byte   { return u.k }
+func (u *userIter) Value() []byte { return u.v }
+func (u *userIter) Err() error    { return u.err }
+func (u *userIter) Close() error {
+	if u.closed {
+		return nil
+	}
+	u.closed = true
+	return u.m.close()
+}
+
+type errIter struct{ err error }
+
+func (e *errIter) Next() bool    { return false }
+func (e *errIter) Key() []byte   { return nil }
+func (e *errIter) Value() []byte { return nil }
+func (e *errIter) Err() error    { return e.err }
+func (e *errIter) Close() error  { return nil }
