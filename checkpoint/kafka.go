@@ -151,10 +151,11 @@ func (k *Kafka) catchUp(ctx context.Context) error {
 	for k.next < hwm {
 		select {
 		case <-idle.C:
-			// Offsets below hwm may hold no record (control records,
-			// compaction). Once the consumer has fetched up to hwm and
-			// two ticks passed without a message, nothing is left.
-			if quiet++; quiet >= 2 && pc.HighWaterMarkOffset() >= hwm {
+			// Grete writes the last record itself, so it exists; but a
+			// control record written by another tool could end the
+			// partition. Once the consumer has fetched up to hwm and a
+			// whole second passed without a message, nothing is left.
+			if quiet++; quiet >= 10 && pc.HighWaterMarkOffset() >= hwm {
 				return nil
 			}
 		case m := <-pc.Messages():

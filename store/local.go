@@ -327,13 +327,20 @@ type mergeIter struct {
 	e       engineIter
 	eok     bool
 	started bool
+	// advance is set when k, v point into the engine iterator: it moves on
+	// only at the next call, since moving invalidates them.
+	advance bool
 	k, v    []byte
 }
 
 func (m *mergeIter) next() bool {
-	if !m.started {
+	switch {
+	case !m.started:
 		m.started = true
 		m.eok = m.e.first()
+	case m.advance:
+		m.advance = false
+		m.eok = m.e.next()
 	}
 	for {
 		var p *pend
@@ -345,11 +352,11 @@ func (m *mergeIter) next() bool {
 			return false
 		case p == nil || (m.eok && bytes.Compare(m.e.key(), p.key) < 0):
 			m.k, m.v = m.e.key(), m.e.value()
-			m.eok = m.e.next()
+			m.advance = true
 			return true
 		default:
 			if m.eok && bytes.Equal(m.e.key(), p.key) {
-				m.eok = m.e.next()
+				m.eok = m.e.next() // hidden by the buffered write
 			}
 			m.pi++
 			if p.del {

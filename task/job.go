@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -68,6 +69,14 @@ type Job struct {
 	Broadcast []string
 	// NewTask makes the task instance for each task.
 	NewTask func() StreamTask
+	// Stores are the state stores every task gets (Context.Store). Each is
+	// backed by a compacted changelog topic "<Name>-<store>-changelog"
+	// with one partition per task, unless its Spec says NoChangelog.
+	Stores []store.Spec
+	// DataDir is where Pebble stores live, under <DataDir>/<Name>/<task>/.
+	// Default: the "grete" directory in os.TempDir(). State there is a
+	// cache of the changelog: losing it costs a replay, never data.
+	DataDir string
 	// Window is the period of WindowableTask.Window; zero disables it.
 	Window time.Duration
 	// CommitInterval is the period of automatic commits; default 5 s.
@@ -135,6 +144,16 @@ func (j *Job) Validate() error {
 			errs = append(errs, fmt.Errorf("input %q is listed twice", t))
 		}
 		seen[t] = true
+	}
+	storeNames := map[string]bool{}
+	for _, sp := range j.Stores {
+		if err := sp.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if storeNames[sp.Name] {
+			errs = append(errs, fmt.Errorf("store %q is declared twice", sp.Name))
+		}
+		storeNames[sp.Name] = true
 	}
 	if j.NewTask == nil {
 		errs = append(errs, errors.New("field NewTask is nil"))
@@ -222,6 +241,8 @@ type TaskStats struct {
 	// LastCheckpoint is the last checkpoint the task wrote or started
 	// from (ID 0 when none).
 	LastCheckpoint checkpoint.Checkpoint
+	// Stores are the counters of the task's stores, by name.
+	Stores map[string]store.Stats
 }
 
 // Stats returns the counters of every task of the running job, ordered by

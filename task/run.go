@@ -18,7 +18,12 @@ import (
 type container struct {
 	job      *Job
 	log      *slog.Logger
-	conn     *kafka.Conn
+	conn     *kafka.Conn // admin, metadata and the producer
+	// input is a separate connection for consumers. Sarama sends one
+	// request at a time per broker connection, and a fetch waits up to
+	// Consumer.MaxWaitTime for data: sharing it would hold produce
+	// requests (and so commits) behind idle fetches.
+	input *kafka.Conn
 	producer *kafka.Producer
 	cps      checkpoint.Manager
 	ownCPs   bool
@@ -60,6 +65,13 @@ func (j *Job) Run(ctx context.Context) (err error) {
 	defer c.hardCancel()
 	defer func() { err = errors.Join(err, c.close()) }()
 	if err := c.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Cancelled while starting (e.g. during a long restore):
+			// nothing was processed, so this is a clean stop. A partial
+			// restore is redone at the next start.
+			log.Info("stopped while starting", "err", err)
+			return nil
+		}
 		return err
 	}
 	if !j.running.CompareAndSwap(nil, c) {
@@ -78,6 +90,9 @@ func (c *container) start(ctx context.Context) error {
 	if c.conn, err = kafka.Dial(cfg, j.Kafka.Brokers); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
+	if c.input, err = kafka.Dial(cfg, j.Kafka.Brokers); err != nil {
+		return fmt.Errorf("task: job %q: %w", j.Name, err)
+	}
 	tasks, err := c.taskCount()
 	if err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
@@ -87,6 +102,9 @@ func (c *container) start(ctx context.Context) error {
 		if err := c.conn.EnsureTopic(kafka.TopicSpec{Name: j.deadLetterTopic(), Partitions: int32(tasks)}); err != nil {
 			return fmt.Errorf("task: job %q: dead-letter topic: %w", j.Name, err)
 		}
+	}
+	if err := c.ensureChangelogs(); err != nil {
+		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	for _, o := range j.Outputs {
 		spec := kafka.TopicSpec{Name: o.Name, Partitions: o.Partitions, Compact: o.Compacted, Configs: o.Configs}
@@ -113,8 +131,11 @@ func (c *container) start(ctx context.Context) error {
 			return err
 		}
 		c.runners = append(c.runners, r)
+		if err := r.openStores(); err != nil {
+			return err
+		}
 	}
-	return nil
+	return c.restoreAll(ctx)
 }
 
 // taskCount checks that the partitioned inputs are co-partitioned and that
@@ -227,7 +248,7 @@ func (c *container) run(ctx context.Context) error {
 		for _, p := range r.parts {
 			inputs = append(inputs, kafka.Input{Partition: p, Offset: r.offsets[p]})
 		}
-		sub, err := c.conn.Subscribe(inputs, r.queue, r.log)
+		sub, err := c.input.Subscribe(inputs, r.queue, r.log)
 		if err != nil {
 			return fmt.Errorf("task %s: %w", r.name, err)
 		}
@@ -239,6 +260,7 @@ func (c *container) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, r := range c.runners {
 		wg.Add(1)
+		r.started = true
 		go func() {
 			defer wg.Done()
 			errs <- r.run()
@@ -300,6 +322,11 @@ func (c *container) requestShutdown() { c.shutOnce.Do(func() { close(c.shutdownR
 // close releases everything start opened, in dependency order.
 func (c *container) close() error {
 	var errs []error
+	for _, r := range c.runners {
+		if !r.started {
+			errs = append(errs, r.closeStores())
+		}
+	}
 	for _, s := range c.subs {
 		s.Stop()
 	}
@@ -311,6 +338,9 @@ func (c *container) close() error {
 	}
 	if c.ownCPs && c.cps != nil {
 		errs = append(errs, c.cps.Close())
+	}
+	if c.input != nil {
+		errs = append(errs, c.input.Close())
 	}
 	if c.conn != nil {
 		errs = append(errs, c.conn.Close())

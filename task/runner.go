@@ -13,6 +13,7 @@ import (
 
 	"github.com/grete-go/grete/checkpoint"
 	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -27,6 +28,8 @@ type runner struct {
 	task      StreamTask
 	tracker   *kafka.Tracker
 	queue     chan stream.Message
+	stores    []*taskStore
+	started   bool // run was called: it closes the stores itself
 
 	// offsets is the next offset to process per partition; only the
 	// runner goroutine touches it.
@@ -62,6 +65,12 @@ func (r *runner) stats() TaskStats {
 	}
 	if cp := k.lastCheckpoint.Load(); cp != nil {
 		s.LastCheckpoint = cp.Clone()
+	}
+	if len(r.stores) > 0 {
+		s.Stores = make(map[string]store.Stats, len(r.stores))
+		for _, st := range r.stores {
+			s.Stores[st.spec.Name] = st.local.Stats()
+		}
 	}
 	return s
 }
@@ -120,6 +129,9 @@ func (r *runner) run() error {
 		case m := <-r.queue:
 			if err := r.process(m); err != nil {
 				return r.finish(err)
+			}
+			if len(r.stores) > 0 && r.storesFull() {
+				r.commitRq = true
 			}
 		case <-timer.C:
 		}
@@ -206,16 +218,23 @@ func (r *runner) deadLetter(m stream.Message, cause error) error {
 	return nil
 }
 
-// commit runs the commit protocol: wait until every output sent so far is
-// acknowledged, then write the checkpoint. A failed output fails the
-// commit: its input must be processed again, so the checkpoint must not
-// move past it.
+// commit runs the commit protocol of DESIGN.md: flush every store's
+// buffered writes as changelog records, wait until Kafka has acknowledged
+// every output and changelog record sent so far, write the checkpoint (next
+// input offsets and last changelog offsets), and only then apply the
+// buffered writes to the stores together with the checkpoint's identity. A
+// failure anywhere stops before the stores change, so they are never ahead
+// of the checkpoint; a failed output fails the commit, since its input must
+// be processed again.
 func (r *runner) commit(ctx context.Context) error {
 	r.commitRq = false
-	if !r.dirty && r.tracker.Sent() == r.sentAtCkp {
+	if !r.dirty && r.tracker.Sent() == r.sentAtCkp && !r.storesDirty() {
 		return nil
 	}
 	start := time.Now()
+	if err := r.flushStores(ctx); err != nil {
+		return fmt.Errorf("task %s: commit: %w", r.name, err)
+	}
 	if err := r.tracker.Wait(ctx); err != nil {
 		return fmt.Errorf("task %s: commit: output not acknowledged: %w", r.name, err)
 	}
@@ -223,11 +242,25 @@ func (r *runner) commit(ctx context.Context) error {
 		ID:         r.last.ID + 1,
 		Task:       r.name,
 		Inputs:     maps.Clone(r.offsets),
-		Changelogs: map[string]int64{},
+		Changelogs: make(map[string]int64, len(r.stores)),
 		WrittenAt:  time.Now(),
+	}
+	for _, s := range r.stores {
+		if s.topic == "" {
+			continue
+		}
+		s.offset = max(s.offset, r.tracker.ChangelogOffset(s.idx))
+		cp.Changelogs[s.spec.Name] = s.offset
 	}
 	if err := r.c.cps.Write(ctx, cp); err != nil {
 		return fmt.Errorf("task %s: commit: %w", r.name, err)
+	}
+	for _, s := range r.stores {
+		if err := s.local.Commit(store.Meta{CheckpointID: cp.ID, Offset: s.offset}); err != nil {
+			// The checkpoint is written; the store is behind it and the
+			// next start replays the changelog. Stop here.
+			return fmt.Errorf("task %s: commit: %w", r.name, err)
+		}
 	}
 	r.last = cp
 	r.dirty = false
@@ -258,6 +291,9 @@ func (r *runner) finish(cause error) error {
 		if err := safeCall(func() error { return ct.Close(ctx) }); err != nil {
 			errs = append(errs, fmt.Errorf("task %s: close: %w", r.name, err))
 		}
+	}
+	if err := r.closeStores(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -76,4 +77,8 @@ type Context interface {
 	Inputs() []stream.Partition
 	// Logger is the job's logger with the job and task names attached.
 	Logger() *slog.Logger
+	// Store returns the task's store of that name, declared in Job.Stores,
+	// restored to the task's checkpoint. It stays open until the task
+	// closes; use it from the task's calls only.
+	Store(name string) (store.Store, error)
 }

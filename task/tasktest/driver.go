@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
 )
@@ -66,6 +67,9 @@ type Driver struct {
 	commitCalls  int
 	shutdownRq   bool
 	shutdownSeen bool
+
+	stores    []*store.Local
+	changelog map[string][]store.Record
 }
 
 // New returns a driver for t, configured by opts. The driver's clock stands
@@ -105,6 +109,7 @@ func FromJob(j *task.Job, opts ...Option) *Driver {
 			Broadcast(b, 1).apply(cfg)
 		}
 		cfg.window, cfg.policy, cfg.dlq, cfg.log = j.Window, j.OnError, j.DeadLetterTopic, j.Logger
+		cfg.stores = slices.Clone(j.Stores)
 		CommitInterval(j.CommitInterval).apply(cfg)
 		if t = j.NewTask(); t == nil {
 			err = fmt.Errorf("tasktest: FromJob: NewTask of job %q returned nil", j.Name)
@@ -167,6 +172,18 @@ func newDriver(cfg *config, t task.StreamTask) *Driver {
 		d.nextWindow = d.now.Add(cfg.window)
 	}
 	d.nextCommit = d.now.Add(cfg.commit)
+	d.changelog = map[string][]store.Record{}
+	for _, spec := range cfg.stores {
+		spec.Engine = store.Memory
+		l, err := store.Open("", spec, func() time.Time { return d.now })
+		if err != nil {
+			if d.setupErr == nil {
+				d.setupErr = fmt.Errorf("tasktest: %w", err)
+			}
+			continue
+		}
+		d.stores = append(d.stores, l)
+	}
 	return d
 }
 
@@ -410,7 +427,11 @@ func (d *Driver) afterCall() {
 // the runner's commit. Callers hold d.mu.
 func (d *Driver) commitLocked() {
 	d.commitRq = false
-	if !d.dirty && d.sentAll == d.sentAtCkp {
+	buffered := false
+	for _, s := range d.stores {
+		buffered = buffered || s.Buffered() > 0
+	}
+	if !d.dirty && d.sentAll == d.sentAtCkp && !buffered {
 		return
 	}
 	cp := checkpoint.Checkpoint{
@@ -419,6 +440,22 @@ func (d *Driver) commitLocked() {
 		Inputs:     maps.Clone(d.offsets),
 		Changelogs: map[string]int64{},
 		WrittenAt:  d.now,
+	}
+	for _, s := range d.stores {
+		name := s.Name()
+		err := s.Flush(func(key, value []byte) error {
+			d.changelog[name] = append(d.changelog[name], store.Record{Key: slices.Clone(key), Value: slices.Clone(value)})
+			return nil
+		})
+		off := int64(len(d.changelog[name])) - 1
+		if err == nil {
+			err = s.Commit(store.Meta{CheckpointID: cp.ID, Offset: off})
+		}
+		if err != nil {
+			d.log.Error("store commit failed", "store", name, "err", err)
+			return
+		}
+		cp.Changelogs[name] = off
 	}
 	d.last, d.hasLast = cp, true
 	d.dirty = false
@@ -548,14 +585,36 @@ func (d *Driver) Close(ctx context.Context) error {
 	started, initOK := d.started, d.initErr == nil
 	d.stopLocked("closed")
 	d.mu.Unlock()
-	ct, ok := d.task.(task.ClosableTask)
-	if !ok || !started || !initOK {
-		return nil
+	var errs []error
+	if ct, ok := d.task.(task.ClosableTask); ok && started && initOK {
+		if err := safeCall(func() error { return ct.Close(ctx) }); err != nil {
+			errs = append(errs, fmt.Errorf("task %s: close: %w", d.name, err))
+		}
 	}
-	if err := safeCall(func() error { return ct.Close(ctx) }); err != nil {
-		return fmt.Errorf("task %s: close: %w", d.name, err)
+	for _, s := range d.stores {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Store returns the task's store of that name, for inspection between
+// calls; nil when there is none.
+func (d *Driver) Store(name string) store.Store {
+	for _, s := range d.stores {
+		if s.Name() == name {
+			return s
+		}
 	}
 	return nil
+}
+
+// Changelog returns every record the driver's commits wrote to the
+// changelog of the named store, oldest first: one per key written since
+// the previous commit, with a nil Value for a delete.
+func (d *Driver) Changelog(name string) []store.Record {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.changelog[name])
 }
 
 // Outputs returns every message sent so far, in order: those the task sent
@@ -712,6 +771,12 @@ func (c *taskContext) TaskName() string           { return c.d.name }
 func (c *taskContext) Partition() int32           { return c.d.cfg.partition }
 func (c *taskContext) Inputs() []stream.Partition { return slices.Clone(c.d.parts) }
 func (c *taskContext) Logger() *slog.Logger       { return c.d.log }
+func (c *taskContext) Store(name string) (store.Store, error) {
+	if s := c.d.Store(name); s != nil {
+		return s, nil
+	}
+	return nil, fmt.Errorf("task %s: no store %q (declare it with tasktest.Stores)", c.d.name, name)
+}
 
 // safeCall runs f and turns a panic into a *task.PanicError, as the job's
 // runner does.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/task"
 )
 
@@ -43,6 +44,7 @@ type config struct {
 	log        *slog.Logger
 	start      time.Time
 	resume     *checkpoint.Checkpoint
+	stores     []store.Spec
 }
 
 func newConfig() *config {
@@ -52,6 +54,14 @@ func newConfig() *config {
 		commit:     task.DefaultCommitInterval,
 		start:      time.Date(2020, time.January, 1, 0, 0, 0, 0, time.UTC),
 	}
+}
+
+// Stores declares the task's stores (see [task.Context.Store]). The driver
+// keeps them in memory whatever their Engine, runs their TTLs on the
+// driver's clock, and records what each commit writes to their changelogs
+// (see [Driver.Changelog]).
+func Stores(specs ...store.Spec) Option {
+	return optionFunc(func(c *config) { c.stores = append(c.stores, specs...) })
 }
 
 // JobName sets the job name ([task.Context.JobName]); it also names the

@@ -1,0 +1,315 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/store"
+	"github.com/grete-go/grete/stream"
+)
+
+// taskStore is one store of one task, with its changelog position.
+type taskStore struct {
+	local *store.Local
+	spec  store.Spec
+	idx   int    // index in the runner's stores; the tracker's changelog index is idx+1
+	topic string // changelog topic, "" without changelog
+	// offset is the last changelog offset the store's committed state
+	// covers (-1 none); checkpoints record it.
+	offset int64
+}
+
+func (j *Job) dataDir() string {
+	if j.DataDir == "" {
+		return filepath.Join(os.TempDir(), "grete")
+	}
+	return j.DataDir
+}
+
+func (j *Job) changelogTopic(s store.Spec) string {
+	if s.NoChangelog {
+		return ""
+	}
+	return j.Name + "-" + s.Name + "-changelog"
+}
+
+// ensureChangelogs creates missing changelog topics and refuses existing
+// ones that would corrupt state: not compacted, or too few partitions.
+func (c *container) ensureChangelogs() error {
+	for _, s := range c.job.Stores {
+		t := c.job.changelogTopic(s)
+		if t == "" {
+			continue
+		}
+		spec := kafka.TopicSpec{Name: t, Partitions: c.tasks, MinPartitions: c.tasks, Compact: true}
+		if err := c.conn.EnsureTopic(spec); err != nil {
+			return fmt.Errorf("store %q changelog: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// openStores opens the task's stores under <data-dir>/<job>/<task>/<store>.
+func (r *runner) openStores() error {
+	for i, s := range r.c.job.Stores {
+		dir := filepath.Join(r.c.job.dataDir(), r.c.job.Name, r.name, s.Name)
+		l, err := store.Open(dir, s, nil)
+		if err != nil {
+			return fmt.Errorf("task %s: %w", r.name, err)
+		}
+		r.stores = append(r.stores, &taskStore{local: l, spec: l.Spec(), idx: i, topic: r.c.job.changelogTopic(s), offset: -1})
+	}
+	return nil
+}
+
+// Store implements Context.
+func (r *runner) Store(name string) (store.Store, error) {
+	for _, s := range r.stores {
+		if s.spec.Name == name {
+			return s.local, nil
+		}
+	}
+	return nil, fmt.Errorf("task %s: no store %q (declare it in Job.Stores)", r.name, name)
+}
+
+// restoreBatch is how many changelog records go into one engine write.
+const restoreBatch = 4096
+
+// restore brings every store of the task to its checkpoint.
+func (r *runner) restore(ctx context.Context) error {
+	for _, s := range r.stores {
+		if err := r.restoreStore(ctx, s); err != nil {
+			return fmt.Errorf("task %s: restore store %q: %w", r.name, s.spec.Name, err)
+		}
+	}
+	return nil
+}
+
+// restoreStore implements the restore protocol for one store:
+//
+//   - local metadata equal to the checkpoint: use the store as it is;
+//   - local store behind: replay the changelog from its offset + 1;
+//   - no local store (or one ahead of the checkpoint, which only a lost
+//     checkpoint topic can cause): replay from the beginning;
+//
+// and in every case trim: changelog records after the checkpointed offset
+// were written by a run that crashed before its checkpoint. They are not
+// applied, and each of their keys is rewritten with its restored value (or
+// a tombstone), so no later restore can pick them up.
+func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
+	target := int64(-1)
+	if off, ok := r.last.Changelogs[s.spec.Name]; ok {
+		target = off
+	}
+	s.offset = target
+	if s.topic == "" {
+		return nil
+	}
+	p := stream.Partition{Topic: s.topic, Partition: r.partition}
+	hwm, err := r.c.conn.HighWatermark(p)
+	if err != nil {
+		return err
+	}
+	if target >= hwm {
+		return fmt.Errorf("the checkpoint covers changelog %s up to offset %d, but it ends at %d: was the changelog deleted or truncated?", p, target, hwm)
+	}
+	meta, ok, err := s.local.Meta()
+	if err != nil {
+		return err
+	}
+	from := int64(sarama.OffsetOldest)
+	switch {
+	case ok && meta.Offset == target:
+		r.log.Info("store is current; no replay", "store", s.spec.Name, "offset", target)
+		from = target + 1 // nothing to replay
+	case ok && meta.Offset < target:
+		from = meta.Offset + 1
+	case ok:
+		r.log.Warn("local store is ahead of its checkpoint; rebuilding it from the changelog", "store", s.spec.Name, "local", meta.Offset, "checkpoint", target)
+		if err := s.local.Wipe(); err != nil {
+			return err
+		}
+	}
+	if target >= 0 && (from < 0 || from <= target) {
+		if err := r.replay(ctx, s, p, from, target); err != nil {
+			return err
+		}
+	}
+	if !ok || meta.Offset != target || meta.CheckpointID != r.last.ID {
+		if err := s.local.FinishRestore(store.Meta{CheckpointID: r.last.ID, Offset: target}, 0); err != nil {
+			return err
+		}
+	}
+	if hwm-1 > target {
+		return r.trim(ctx, s, p, target+1, hwm-1)
+	}
+	return nil
+}
+
+// replay applies changelog records [from, to] to the store, logging
+// progress every few seconds.
+func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, from, to int64) error {
+	start := time.Now()
+	first := from
+	if first < 0 {
+		if first, _ = r.c.conn.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest); first < 0 {
+			first = 0
+		}
+	}
+	r.log.Info("restoring store from changelog", "store", s.spec.Name, "changelog", p.String(), "from", first, "to", to)
+	var recs, bytes uint64
+	nextLog := time.Now().Add(2 * time.Second)
+	batch := make([]store.Record, 0, restoreBatch)
+	err := r.c.input.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
+		batch = batch[:0]
+		for _, m := range ms {
+			batch = append(batch, store.Record{Key: m.Key, Value: m.Value})
+			bytes += uint64(len(m.Key) + len(m.Value))
+		}
+		recs += uint64(len(ms))
+		if err := s.local.Restore(batch); err != nil {
+			return err
+		}
+		if now := time.Now(); now.After(nextLog) {
+			nextLog = now.Add(2 * time.Second)
+			last := ms[len(ms)-1].Offset
+			pct := 100.0
+			if to > first {
+				pct = 100 * float64(last-first) / float64(to-first)
+			}
+			r.log.Info("restoring", "store", s.spec.Name, "records", recs, "bytes", bytes, "percent", fmt.Sprintf("%.1f", pct))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	if err := s.local.FinishRestore(store.Meta{CheckpointID: r.last.ID, Offset: to}, took); err != nil {
+		return err
+	}
+	r.log.Info("store restored", "store", s.spec.Name, "records", recs, "bytes", bytes, "took", took.Round(time.Millisecond),
+		"records_per_s", fmt.Sprintf("%.0f", float64(recs)/max(took.Seconds(), 1e-9)))
+	return nil
+}
+
+// trim rewrites every key of the changelog records in [from, to] with the
+// value the store holds at the checkpoint, or a tombstone.
+func (r *runner) trim(ctx context.Context, s *taskStore, p stream.Partition, from, to int64) error {
+	keys := map[string]struct{}{}
+	err := r.c.input.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
+		for _, m := range ms {
+			keys[string(m.Key)] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	r.log.Warn("trimming changelog records written after the last checkpoint", "store", s.spec.Name,
+		"changelog", p.String(), "from", from, "to", to, "keys", len(keys))
+	for k := range keys {
+		v, err := s.local.EngineValue([]byte(k))
+		if err != nil {
+			return fmt.Errorf("trim: %w", err)
+		}
+		m := stream.Outgoing{Topic: s.topic, Key: []byte(k), Value: v, Partition: r.partition, HasPartition: true}
+		if err := r.c.producer.Send(ctx, r.tracker, &m, s.idx+1); err != nil {
+			return fmt.Errorf("trim: %w", err)
+		}
+	}
+	if err := r.tracker.Wait(ctx); err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	// The next checkpoint covers the trim records, so a later restore
+	// replays them over the records they correct.
+	s.offset = r.tracker.ChangelogOffset(s.idx)
+	r.dirty = true
+	return nil
+}
+
+// flushStores is step 2 of the commit protocol: every buffered key of every
+// store becomes one changelog record.
+func (r *runner) flushStores(ctx context.Context) error {
+	for _, s := range r.stores {
+		if s.topic == "" {
+			continue
+		}
+		err := s.local.Flush(func(key, value []byte) error {
+			m := stream.Outgoing{Topic: s.topic, Key: key, Value: value, Partition: r.partition, HasPartition: true}
+			return r.c.producer.Send(ctx, r.tracker, &m, s.idx+1)
+		})
+		if err != nil {
+			return fmt.Errorf("store %q: flush: %w", s.spec.Name, err)
+		}
+	}
+	return nil
+}
+
+// storesDirty reports whether any store has buffered writes.
+func (r *runner) storesDirty() bool {
+	for _, s := range r.stores {
+		if s.local.Buffered() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// storesFull reports whether a store's write buffer asks for a commit.
+func (r *runner) storesFull() bool {
+	for _, s := range r.stores {
+		if s.local.Full() {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) closeStores() error {
+	var errs []error
+	for _, s := range r.stores {
+		if err := s.local.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store %q: close: %w", s.spec.Name, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("task %s: %v", r.name, errs)
+	}
+	return nil
+}
+
+// restoreAll restores every runner's stores, several tasks at a time.
+func (c *container) restoreAll(ctx context.Context) error {
+	if len(c.job.Stores) == 0 {
+		return nil
+	}
+	sem := make(chan struct{}, 4)
+	errs := make([]error, len(c.runners))
+	var wg sync.WaitGroup
+	for i, r := range c.runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = r.restore(ctx)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
