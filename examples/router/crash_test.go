@@ -1,0 +1,773 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/testkit"
+	"github.com/grete-go/grete/stream"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The crash test's parameters. The input is produced in chunks at a bounded
+// pace so that it is still flowing while the router is killed.
+const (
+	crashInput      = "events"
+	crashPartitions = 8
+	crashEvents     = 200_000
+	crashChunk      = 1000
+	crashChunkEvery = 60 * time.Millisecond // ~16k events/s: production spans the first kills
+	crashMinKills   = 5
+	crashMaxKills   = 12
+	crashGroup      = "router"
+)
+
+// TestCrashRouterSIGKILL runs the router as a child process, SIGKILLs it at
+// random points while 200k events flow, and restarts it each time. It then
+// checks against the reference (refRoute) that no event was lost (duplicates
+// are allowed, counted, and bounded by what a restart could reprocess), that
+// each restart resumed from exactly the checkpoints that existed, and that
+// no restart re-emitted an input its checkpoint had covered.
+//
+// Set GRETE_CRASH_SEED to replay a run's kill points.
+func TestCrashRouterSIGKILL(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("needs POSIX signals")
+	}
+	if testing.Short() {
+		t.Skip("crash test takes 30 s or more; skipped with -short")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("GRETE_CRASH_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("GRETE_CRASH_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
+
+	bin := crashBuild(t)
+	b := testkit.Broker(t)
+	addrs := b.Addrs()
+	brokers := strings.Join(addrs, ",")
+	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
+
+	// The input, and where the independent reference says every event
+	// must end up. The reference is only needed at the end: it is computed
+	// while the router runs.
+	recs := testEvents(rand.New(rand.NewPCG(seed, 1)), crashEvents, 2000, 0.005)
+	var ref crashRef
+	var refErr error
+	refDone := make(chan struct{})
+	go func() {
+		defer close(refDone)
+		ref, refErr = crashReference(recs)
+	}()
+	t.Cleanup(func() { <-refDone })
+
+	prodCtx, stopProd := context.WithCancel(context.Background())
+	prodDone := make(chan struct{})
+	var prodErr error // set before prodDone is closed
+	go func() {
+		defer close(prodDone)
+		prodErr = crashProduce(prodCtx, addrs, recs)
+	}()
+	t.Cleanup(func() {
+		stopProd()
+		select {
+		case <-prodDone:
+		case <-time.After(30 * time.Second):
+			t.Error("producer did not stop")
+		}
+	})
+	producing := true
+	pollProducer := func() {
+		if !producing {
+			return
+		}
+		select {
+		case <-prodDone:
+			producing = false
+			if prodErr != nil {
+				t.Fatalf("producer: %v", prodErr)
+			}
+		default:
+		}
+	}
+
+	adm := kadm.NewClient(testkit.Client(t, addrs))
+	args := []string{"-brokers", brokers, "-input", crashInput, "-generate", "0", "-commit", "200ms", "-quiet", "-duration", "5m"}
+	var (
+		children []*crashChild
+		restarts []crashRestart // restarts[i] precedes children[i+1]
+		kills    int
+	)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, c := range children {
+				t.Logf("router run %d stderr (dead-letter warnings left out):\n%s", i, c.stderr.Without("dead-lettered message", 16<<10))
+			}
+		}
+	})
+	start := time.Now()
+	for run := 0; ; run++ {
+		pollProducer()
+		if kills >= crashMaxKills || (kills >= crashMinKills && !producing) {
+			break
+		}
+		if run > 0 {
+			restarts = append(restarts, crashPrepareRestart(t, addrs, adm))
+		}
+		before, _ := crashCommittedSum(adm)
+		c := crashStart(t, bin, args, run)
+		children = append(children, c)
+		c.waitFor(t, "job started", 60*time.Second)
+		if run > 0 {
+			crashCheckResumed(t, addrs, c, &restarts[run-1])
+		}
+		// Some progress: this run has checkpointed (and mirrored) beyond
+		// where the last one stopped, unless there is nothing left to do.
+		testkit.Eventually(t, 60*time.Second, func() bool {
+			if c.exited() {
+				t.Fatalf("router run %d exited on its own: %v\n%s", run, c.err, c.stderr.Tail(8<<10))
+			}
+			pollProducer()
+			sum, err := crashCommittedSum(adm)
+			if err != nil {
+				return false
+			}
+			return sum > before || (!producing && sum == crashEvents)
+		}, "router run %d made no progress", run)
+		// A random kill point, a short while after progress.
+		delay := time.Duration(rng.IntN(700)) * time.Millisecond
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-c.done:
+			t.Fatalf("router run %d exited on its own: %v\n%s", run, c.err, c.stderr.Tail(8<<10))
+		}
+		c.signal(t, syscall.SIGKILL)
+		c.wait(t, 10*time.Second)
+		kills++
+		t.Logf("run %d: killed %v after progress (%s since start)", run, delay, time.Since(start).Round(time.Millisecond))
+	}
+	if kills < crashMinKills {
+		t.Fatalf("only %d kills", kills)
+	}
+	// The producer has finished; one more run catches up and stops
+	// gracefully.
+	select {
+	case <-prodDone:
+		if prodErr != nil {
+			t.Fatalf("producer: %v", prodErr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("producer did not finish")
+	}
+	restarts = append(restarts, crashPrepareRestart(t, addrs, adm))
+	final := crashStart(t, bin, args, len(children))
+	children = append(children, final)
+	final.waitFor(t, "job started", 60*time.Second)
+	crashCheckResumed(t, addrs, final, &restarts[len(restarts)-1])
+	var lag string
+	testkit.Eventually(t, 90*time.Second, func() bool {
+		if final.exited() {
+			t.Fatalf("final router run exited on its own: %v", final.err)
+		}
+		committed, end, err := crashGroupOffsets(adm, crashGroup, crashInput)
+		if err != nil {
+			lag = err.Error()
+			return false
+		}
+		lag = fmt.Sprintf("committed %v, end %v", committed, end)
+		for p := range int32(crashPartitions) {
+			if committed[p] != end[p] {
+				return false
+			}
+		}
+		return true
+	}, "the final run did not catch up: %v", crashLazy(func() string { return lag }))
+	final.signal(t, syscall.SIGTERM)
+	final.wait(t, 45*time.Second)
+	if final.err != nil {
+		t.Fatalf("router exited with %v after SIGTERM, want exit code 0", final.err)
+	}
+	t.Logf("%d kills; caught up and stopped cleanly %s after start", kills, time.Since(start).Round(time.Millisecond))
+
+	// The final checkpoints cover the whole input.
+	mgr := crashManager(t, addrs)
+	defer mgr.Close()
+	ends := crashInputEnds(t, adm)
+	for p := range int32(crashPartitions) {
+		name := "task-" + strconv.Itoa(int(p))
+		cp, ok, err := mgr.Load(context.Background(), name)
+		if err != nil || !ok {
+			t.Fatalf("load checkpoint of %s: %v (found %v)", name, err, ok)
+		}
+		if got := cp.Inputs[stream.Partition{Topic: crashInput, Partition: p}]; got != ends[p] {
+			t.Errorf("final checkpoint of %s is at %d, end of input %d", name, got, ends[p])
+		}
+	}
+
+	<-refDone
+	if refErr != nil {
+		t.Fatal(refErr)
+	}
+	t.Logf("%d events: %d routed to %d topics, %d dead-lettered, %d dropped by the rules",
+		len(recs), ref.routed, len(ref.topics)-1, ref.dead, ref.dropped)
+	crashVerify(t, addrs, adm, recs, ref, restarts)
+}
+
+// crashRef is what the reference says about the input.
+type crashRef struct {
+	ids    []string       // ids[i] is the id of recs[i]
+	index  map[string]int // the index in recs of every value
+	want   [][]string     // want[i]: the topics recs[i] must reach (the DLQ for bad ones)
+	topics map[string]bool
+	// Counts of events dead-lettered, routed to at least one topic, and
+	// dropped by the rules.
+	dead, routed, dropped int
+}
+
+const crashDLQ = crashGroup + "-dlq"
+
+func crashReference(recs []*kgo.Record) (crashRef, error) {
+	ref := crashRef{
+		ids:    make([]string, len(recs)),
+		index:  make(map[string]int, len(recs)),
+		want:   make([][]string, len(recs)),
+		topics: map[string]bool{crashDLQ: true},
+	}
+	for i, r := range recs {
+		id, err := eventID(r.Value)
+		if err != nil {
+			return ref, err
+		}
+		if _, dup := ref.index[string(r.Value)]; dup {
+			return ref, fmt.Errorf("event %s is not unique", id)
+		}
+		ref.ids[i], ref.index[string(r.Value)] = id, i
+		topics, dead := refRoute(crashInput, r.Value)
+		switch {
+		case dead:
+			ref.dead++
+			ref.want[i] = []string{crashDLQ}
+		case len(topics) == 0:
+			ref.dropped++
+		default:
+			ref.routed++
+			ref.want[i] = topics
+		}
+		for _, tp := range topics {
+			ref.topics[tp] = true
+		}
+	}
+	if ref.dead == 0 || ref.dropped == 0 {
+		return ref, fmt.Errorf("the input exercises too little: %d dead-lettered, %d dropped", ref.dead, ref.dropped)
+	}
+	return ref, nil
+}
+
+// crashProduce writes recs into the input in chunks, at a bounded pace.
+// kgo records where each one went (Partition, Offset).
+func crashProduce(ctx context.Context, addrs []string, recs []*kgo.Record) error {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(addrs...),
+		kgo.DefaultProduceTopic(crashInput),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerLinger(2*time.Millisecond),
+	)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	tick := time.NewTicker(crashChunkEvery)
+	defer tick.Stop()
+	for i := 0; i < len(recs); i += crashChunk {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := cl.ProduceSync(pctx, recs[i:min(i+crashChunk, len(recs))]...).FirstErr()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("chunk at %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// crashBuild builds the router binary once per test, without -race so
+// that it starts and runs fast.
+func crashBuild(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go tool not found: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "router")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, ".")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, msg)
+	}
+	return out
+}
+
+// crashChild is one run of the router binary.
+type crashChild struct {
+	run    int
+	cmd    *exec.Cmd
+	spawn  time.Time
+	stderr *crashBuffer
+	stdout *crashBuffer
+	done   chan struct{} // closed when the process has exited
+	err    error         // Wait's result, set before done is closed
+}
+
+func crashStart(t *testing.T, bin string, args []string, run int) *crashChild {
+	t.Helper()
+	c := &crashChild{run: run, stderr: &crashBuffer{}, stdout: &crashBuffer{}, done: make(chan struct{})}
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
+	c.spawn = time.Now()
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("start router: %v", err)
+	}
+	go func() {
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	// Never leave a child behind, whatever happens to the test.
+	t.Cleanup(func() {
+		if !c.exited() {
+			_ = c.cmd.Process.Kill()
+			select {
+			case <-c.done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("router run %d (pid %d) did not die", run, c.cmd.Process.Pid)
+			}
+		}
+	})
+	return c
+}
+
+func (c *crashChild) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *crashChild) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(sig); err != nil && !c.exited() {
+		t.Fatalf("signal router run %d: %v", c.run, err)
+	}
+}
+
+func (c *crashChild) wait(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(timeout):
+		t.Fatalf("router run %d did not exit within %v", c.run, timeout)
+	}
+}
+
+// waitFor waits until the child's stderr contains s, failing if the child
+// exits first.
+func (c *crashChild) waitFor(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	testkit.Eventually(t, timeout, func() bool {
+		if c.stderr.Contains(s) {
+			return true
+		}
+		if c.exited() {
+			t.Fatalf("router run %d exited (%v) before logging %q:\n%s", c.run, c.err, s, c.stderr.Tail(8<<10))
+		}
+		return false
+	}, "router run %d never logged %q", c.run, s)
+}
+
+// crashRestart is what the test knew before a restart.
+type crashRestart struct {
+	// checkpoints are the tasks' checkpoints as loaded before the restart;
+	// crashCheckResumed corrects them if the killed run's last checkpoint
+	// landed after the load (see there).
+	checkpoints map[string]checkpoint.Checkpoint
+	// outputEnds are the end offsets of every output topic before the
+	// restart: what lies at or past them was written after the kill.
+	outputEnds map[string]map[int32]int64
+	// inputEnds are the input's end offsets after the kill: the killed
+	// run cannot have processed anything past them.
+	inputEnds map[int32]int64
+}
+
+// crashPrepareRestart reads the checkpoints that exist, with a manager of
+// its own, and the end offsets of the input and of every other topic.
+func crashPrepareRestart(t *testing.T, addrs []string, adm *kadm.Client) crashRestart {
+	t.Helper()
+	rs := crashRestart{checkpoints: map[string]checkpoint.Checkpoint{}, outputEnds: map[string]map[int32]int64{}}
+	rs.inputEnds = crashInputEnds(t, adm)
+	mgr := crashManager(t, addrs)
+	defer mgr.Close()
+	for p := range crashPartitions {
+		name := "task-" + strconv.Itoa(p)
+		cp, ok, err := mgr.Load(context.Background(), name)
+		if err != nil {
+			t.Fatalf("load checkpoint of %s: %v", name, err)
+		}
+		if ok {
+			rs.checkpoints[name] = cp
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx) // every topic: a topic made later starts at 0
+	if err != nil {
+		t.Fatalf("end offsets: %v", err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		if rs.outputEnds[o.Topic] == nil {
+			rs.outputEnds[o.Topic] = map[int32]int64{}
+		}
+		rs.outputEnds[o.Topic][o.Partition] = o.Offset
+	})
+	return rs
+}
+
+// crashManager is a checkpoint manager of the test's own, to read what the
+// router wrote. The caller closes it.
+func crashManager(t *testing.T, addrs []string) *checkpoint.Kafka {
+	t.Helper()
+	mgr, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: addrs, ClientID: "crash-test"}, crashGroup, checkpoint.KafkaOptions{NoMirror: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mgr
+}
+
+func crashInputEnds(t *testing.T, adm *kadm.Client) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, crashInput)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", crashInput, err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+var crashResumeLine = regexp.MustCompile(`msg="resuming from checkpoint".* task=(task-\d+) id=(\d+)`)
+
+// crashCheckResumed checks that run c logged "resuming from checkpoint" for
+// exactly the tasks that had a checkpoint before it started, with the ids
+// of those checkpoints.
+//
+// One race is allowed for: a checkpoint the killed run had sent just
+// before SIGKILL can be appended after the test's load. Then the new run
+// resumes from a checkpoint one id newer, which must exist in the
+// checkpoint topic, written before the new run was spawned; it becomes the
+// restart's checkpoint for the later checks.
+func crashCheckResumed(t *testing.T, addrs []string, c *crashChild, rs *crashRestart) {
+	t.Helper()
+	got := map[string]uint64{}
+	for _, m := range crashResumeLine.FindAllStringSubmatch(c.stderr.String(), -1) {
+		id, _ := strconv.ParseUint(m[2], 10, 64)
+		if _, dup := got[m[1]]; dup {
+			t.Errorf("run %d: %s resumed twice", c.run, m[1])
+		}
+		got[m[1]] = id
+	}
+	var history []checkpoint.Checkpoint // read only when needed
+	for p := range crashPartitions {
+		name := "task-" + strconv.Itoa(p)
+		want, had := rs.checkpoints[name]
+		id, resumed := got[name]
+		switch {
+		case !had && !resumed:
+		case had && resumed && id == want.ID:
+		case resumed && id == want.ID+1: // want.ID is 0 when !had
+			if history == nil {
+				history = crashCheckpointHistory(t, addrs)
+			}
+			i := slices.IndexFunc(history, func(cp checkpoint.Checkpoint) bool {
+				return cp.Task == name && cp.ID == id && cp.WrittenAt.Before(c.spawn)
+			})
+			if i < 0 {
+				t.Errorf("run %d: %s resumed from checkpoint %d; %d was the last before the restart", c.run, name, id, want.ID)
+				continue
+			}
+			t.Logf("run %d: %s resumed from checkpoint %d, written by the killed run just before it died", c.run, name, id)
+			rs.checkpoints[name] = history[i]
+		case had && !resumed:
+			t.Errorf("run %d: %s did not log resuming from checkpoint %d", c.run, name, want.ID)
+		case had:
+			t.Errorf("run %d: %s resumed from checkpoint %d, want %d", c.run, name, id, want.ID)
+		default:
+			t.Errorf("run %d: %s resumed from checkpoint %d, but it had none", c.run, name, id)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// crashCheckpointHistory reads every record of the checkpoint topic (the
+// embedded broker compacts it only when told to).
+func crashCheckpointHistory(t *testing.T, addrs []string) []checkpoint.Checkpoint {
+	t.Helper()
+	var out []checkpoint.Checkpoint
+	for _, r := range testkit.ReadAll(t, addrs, 30*time.Second, crashGroup+"-checkpoints") {
+		if r.Value == nil {
+			continue
+		}
+		cp, err := checkpoint.Decode(r.Value)
+		if err != nil {
+			t.Fatalf("checkpoint record at offset %d: %v", r.Offset, err)
+		}
+		out = append(out, cp)
+	}
+	return out
+}
+
+// crashVerify reads every topic the router wrote and checks it against the
+// reference and the restarts.
+func crashVerify(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Record, ref crashRef, restarts []crashRestart) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	all, err := adm.ListEndOffsets(ctx)
+	if err != nil {
+		t.Fatalf("list topics: %v", err)
+	}
+	var topics []string
+	for tp := range all {
+		if tp == crashInput || tp == crashGroup+"-checkpoints" || strings.HasPrefix(tp, "__") {
+			continue
+		}
+		topics = append(topics, tp)
+		if !ref.topics[tp] {
+			t.Errorf("the router wrote to %s, which the reference never sends to", tp)
+		}
+	}
+	slices.Sort(topics)
+	for tp := range ref.topics {
+		if !slices.Contains(topics, tp) {
+			t.Errorf("topic %s is missing", tp)
+		}
+	}
+
+	copies := make([]map[string]int, len(recs)) // copies[i][topic]
+	var unexpected, reemitted []string
+	checked := 0 // outputs written after a restart, checked against its checkpoint
+	outs := testkit.ReadAll(t, addrs, 2*time.Minute, topics...)
+	for _, r := range outs {
+		i, ok := ref.index[string(r.Value)]
+		if !ok {
+			unexpected = append(unexpected, fmt.Sprintf("%q in %s: not an input value", r.Value, r.Topic))
+			continue
+		}
+		if !slices.Contains(ref.want[i], r.Topic) {
+			unexpected = append(unexpected, fmt.Sprintf("%s in %s", ref.ids[i], r.Topic))
+			continue
+		}
+		if copies[i] == nil {
+			copies[i] = map[string]int{}
+		}
+		copies[i][r.Topic]++
+		// The last restart before this record was written: its checkpoint
+		// must not cover the record's input.
+		in := recs[i]
+		for j := len(restarts) - 1; j >= 0; j-- {
+			rs := restarts[j]
+			if r.Offset < rs.outputEnds[r.Topic][r.Partition] {
+				continue
+			}
+			checked++
+			cp := rs.checkpoints["task-"+strconv.Itoa(int(in.Partition))]
+			if next, ok := cp.Inputs[stream.Partition{Topic: crashInput, Partition: in.Partition}]; ok && in.Offset < next {
+				reemitted = append(reemitted, fmt.Sprintf("%s (input %d@%d) in %s/%d@%d after restart %d from checkpoint %d at %d",
+					ref.ids[i], in.Partition, in.Offset, r.Topic, r.Partition, r.Offset, j+1, cp.ID, next))
+			}
+			break
+		}
+	}
+	if len(unexpected) > 0 {
+		t.Errorf("%d outputs the reference does not send there, e.g. %v", len(unexpected), unexpected[:min(10, len(unexpected))])
+	}
+	if len(reemitted) > 0 {
+		t.Errorf("%d outputs re-emitted for inputs the restart's checkpoint covered, e.g. %v", len(reemitted), reemitted[:min(10, len(reemitted))])
+	}
+
+	// No loss. Duplicates only for inputs a restart could reprocess: those
+	// from its checkpoint up to the end of the input when the run before it
+	// was killed.
+	var lost, excess []string
+	duplicates, reprocessable := 0, 0
+	for _, rs := range restarts { // every restart followed a kill
+		for p := range int32(crashPartitions) {
+			cp := rs.checkpoints["task-"+strconv.Itoa(int(p))]
+			reprocessable += int(rs.inputEnds[p] - cp.Inputs[stream.Partition{Topic: crashInput, Partition: p}])
+		}
+	}
+	for i, in := range recs {
+		bound := 1
+		for _, rs := range restarts {
+			cp := rs.checkpoints["task-"+strconv.Itoa(int(in.Partition))]
+			if cp.Inputs[stream.Partition{Topic: crashInput, Partition: in.Partition}] <= in.Offset && in.Offset < rs.inputEnds[in.Partition] {
+				bound++
+			}
+		}
+		for _, tp := range ref.want[i] {
+			n := copies[i][tp]
+			switch {
+			case n == 0:
+				lost = append(lost, fmt.Sprintf("%s (input %d@%d) in %s", ref.ids[i], in.Partition, in.Offset, tp))
+			case n > bound:
+				excess = append(excess, fmt.Sprintf("%s in %s %d times, at most %d possible", ref.ids[i], tp, n, bound))
+			}
+			duplicates += max(0, n-1)
+		}
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d outputs lost, e.g. %v", len(lost), lost[:min(10, len(lost))])
+	}
+	if len(excess) > 0 {
+		t.Errorf("%d outputs duplicated more than the restarts explain, e.g. %v", len(excess), excess[:min(10, len(excess))])
+	}
+	t.Logf("%d output records in %d topics; %d duplicates after %d restarts, which could reprocess at most %d input events; %d outputs written after a restart checked against its checkpoint",
+		len(outs), len(topics), duplicates, len(restarts), reprocessable, checked)
+}
+
+// crashGroupOffsets returns the committed offsets of group for topic and
+// the topic's end offsets, by partition.
+func crashGroupOffsets(adm *kadm.Client, group, topic string) (committed, end map[int32]int64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	offs, err := adm.FetchOffsets(ctx, group)
+	if err == nil {
+		err = offs.Error()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("offsets of group %s: %w", group, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	committed, end = map[int32]int64{}, map[int32]int64{}
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == topic {
+			committed[o.Partition] = o.At
+		}
+	})
+	ends.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
+	return committed, end, nil
+}
+
+// crashCommittedSum is the sum of the router group's committed input
+// offsets: how many input events it has checkpointed.
+func crashCommittedSum(adm *kadm.Client) (int64, error) {
+	committed, _, err := crashGroupOffsets(adm, crashGroup, crashInput)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, o := range committed {
+		sum += o
+	}
+	return sum, nil
+}
+
+// crashBuffer collects a child's output; safe for concurrent use.
+type crashBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *crashBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *crashBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *crashBuffer) Contains(s string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Contains(b.buf.Bytes(), []byte(s))
+}
+
+// Without returns the lines that do not contain s, at most the last n
+// bytes of them, and how many lines it left out.
+func (b *crashBuffer) Without(s string, n int) string {
+	var out strings.Builder
+	left := 0
+	for line := range strings.Lines(b.String()) {
+		if strings.Contains(line, s) {
+			left++
+			continue
+		}
+		out.WriteString(line)
+	}
+	text := out.String()
+	if len(text) > n {
+		text = "..." + text[len(text)-n:]
+	}
+	return fmt.Sprintf("%s(%d lines with %q left out)", text, left, s)
+}
+
+// Tail returns at most the last n bytes.
+func (b *crashBuffer) Tail(n int) string {
+	s := b.String()
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// crashLazy formats as the string f returns when printed, for failure
+// messages about state that changes while a condition is polled.
+type crashLazy func() string
+
+func (f crashLazy) String() string { return f() }
