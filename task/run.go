@@ -16,14 +16,14 @@ import (
 // container is one running process of a job: its Kafka connection, its
 // producer, its checkpoint manager, and its tasks.
 type container struct {
-	job      *Job
-	log      *slog.Logger
-	conn     *kafka.Conn // admin, metadata and the producer
+	job  *Job
+	log  *slog.Logger
+	conn *kafka.Conn // admin, metadata and the producer
 	// input is a separate connection for consumers. Sarama sends one
 	// request at a time per broker connection, and a fetch waits up to
 	// Consumer.MaxWaitTime for data: sharing it would hold produce
 	// requests (and so commits) behind idle fetches.
-	input *kafka.Conn
+	input    *kafka.Conn
 	producer *kafka.Producer
 	cps      checkpoint.Manager
 	ownCPs   bool

@@ -73,7 +73,7 @@ func (e *events) next() (key, value []byte) {
 	v = append(v, `,"ts":`...)
 	v = strconv.AppendInt(v, 1_700_000_000_000+e.n, 10)
 	// Pad to the target size with a string field: `,"pad":"` + x… + `"}`.
-	if pad := e.size - len(v) - len(`,"pad":""}`); pad > 0 {
+	if pad := e.size - len(v) - len(`,"pad":""}`); pad >= 0 {
 		v = append(v, `,"pad":"`...)
 		for range pad {
 			v = append(v, 'x')
@@ -148,12 +148,12 @@ func endOffsets(ctx context.Context, cl *kgo.Client, topics ...string) (int64, e
 
 // produce writes n generated events to topic, partitioned by key (murmur2,
 // as Kafka's default partitioner), and waits until every one is
-// acknowledged. Memory stays bounded: the client buffers at most
-// MaxBufferedRecords records.
-func produce(ctx context.Context, brokers []string, topic string, n int64, size int) error {
+// acknowledged. It returns the total size of the values. Memory stays
+// bounded: the client buffers at most MaxBufferedRecords records.
+func produce(ctx context.Context, brokers []string, topic string, n int64, size int) (bytes int64, err error) {
 	cl, err := newKgo(brokers, kgo.DefaultProduceTopic(topic), kgo.MaxBufferedRecords(20000))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer cl.Close()
 	var (
@@ -172,13 +172,14 @@ func produce(ctx context.Context, brokers []string, topic string, n int64, size 
 	gen := newEvents(size)
 	for range n {
 		k, v := gen.next()
+		bytes += int64(len(v))
 		cl.Produce(ctx, &kgo.Record{Key: k, Value: v}, done)
 	}
 	if err := cl.Flush(ctx); err != nil {
-		return fmt.Errorf("produce %d events to %s: %w", n, topic, err)
+		return 0, fmt.Errorf("produce %d events to %s: %w", n, topic, err)
 	}
 	if first != nil {
-		return fmt.Errorf("produce %d events to %s: %w", n, topic, first)
+		return 0, fmt.Errorf("produce %d events to %s: %w", n, topic, first)
 	}
-	return nil
+	return bytes, nil
 }

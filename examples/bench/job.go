@@ -54,14 +54,30 @@ func done(job *task.Job) (in, sent uint64) {
 	return in, sent
 }
 
+// checkpointed sums the next offsets of every task's last checkpoint: the
+// number of input messages covered by checkpoints, for inputs that start
+// at offset 0.
+func checkpointed(stats []task.TaskStats) int64 {
+	var n int64
+	for _, s := range stats {
+		for _, off := range s.LastCheckpoint.Inputs {
+			n += off
+		}
+	}
+	return n
+}
+
 // runJob runs job until it has finished with want input messages, then
-// cancels it and waits for Run, which makes the final commit (every output
-// acknowledged, checkpoints written) before it returns. The clock runs from
-// the call of Run to its return: start-up, processing and the final commit.
-// poll is how often the job's counters are read; progress, when non-nil, is
-// called at each poll.
-func runJob(ctx context.Context, job *task.Job, want uint64, poll time.Duration, progress func(in uint64)) (result, error) {
-	res := result{name: "router job"}
+// cancels it: every task makes its final commit (outputs acknowledged,
+// checkpoint written) and Run returns. The clock runs from the call of Run
+// until the final checkpoints cover every input message; the rest of the
+// shutdown (closing consumers, producer and connections) is timed apart,
+// as it is for the raw copy. Input topics must start at offset 0.
+//
+// poll is how often the job's counters are read; progress, when non-nil,
+// is called at each poll.
+func runJob(ctx context.Context, job *task.Job, want int64, poll time.Duration, progress func(in uint64)) (result, error) {
+	var res result
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
@@ -70,7 +86,7 @@ func runJob(ctx context.Context, job *task.Job, want uint64, poll time.Duration,
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	var in, sent uint64
-	for in < want {
+	for in < uint64(want) {
 		select {
 		case err := <-errc:
 			if err == nil {
@@ -79,19 +95,36 @@ func runJob(ctx context.Context, job *task.Job, want uint64, poll time.Duration,
 			return res, fmt.Errorf("router job: after %d of %d messages: %w", in, want, err)
 		case <-tick.C:
 			in, sent = done(job)
+			if in > 0 && res.startup == 0 {
+				res.startup = time.Since(start)
+			}
 			if progress != nil {
 				progress(in)
 			}
 		}
 	}
-	// Stats are gone once Run returns: read them just before cancelling.
-	// Nothing is sent after this point, as every input is processed.
-	in, sent = done(job)
+	// Every input is processed, so nothing more is sent.
+	res.messages, res.outputs = int64(in), int64(sent)
 	cancel()
+	// Wait for the final commit. Stats are nil once every task has
+	// finished (committed and closed), just before Run closes its clients.
+	fine := time.NewTicker(time.Millisecond)
+	defer fine.Stop()
+	for {
+		stats := job.Stats()
+		if stats == nil || checkpointed(stats) >= want {
+			break
+		}
+		select {
+		case err := <-errc:
+			return res, fmt.Errorf("router job: final commit: %w", err)
+		case <-fine.C:
+		}
+	}
+	res.elapsed = time.Since(start)
 	if err := <-errc; err != nil {
 		return res, fmt.Errorf("router job: final commit: %w", err)
 	}
-	res.elapsed = time.Since(start)
-	res.messages, res.outputs = int64(in), int64(sent)
+	res.shutdown = time.Since(start) - res.elapsed
 	return res, nil
 }

@@ -12,27 +12,31 @@ import (
 	"github.com/grete-go/grete/stream"
 )
 
-var separateProducerClient bool
-
 // result is one measurement.
 type result struct {
-	name     string
-	messages int64 // input messages handled
-	outputs  int64 // records written
-	elapsed  time.Duration
+	messages int64         // input messages handled
+	outputs  int64         // records written
+	elapsed  time.Duration // until every input is done with
+	startup  time.Duration // until the first input was handed on
+	shutdown time.Duration // closing, after elapsed
+	cpu      time.Duration // CPU time of this process, shutdown included
 }
 
 func (r result) rate() float64 { return float64(r.messages) / r.elapsed.Seconds() }
+
+func (r result) cpuPerEvent() float64 {
+	return r.cpu.Seconds() * 1e6 / float64(r.messages)
+}
 
 // rawCopy is the baseline: the least a sarama program must do to copy input
 // to output with Grete's producer guarantees. Partition consumers read every
 // partition of input from the oldest offset; each message goes to output
 // through one AsyncProducer configured by internal/kafka.Config (idempotent,
 // acks=all, the same flush settings and partitioner as Grete's producer).
-// It returns once every message is acknowledged and the clients are closed.
-// The clock covers the set-up too, as it does for the job.
+// The clock runs from connecting until every message is acknowledged;
+// closing the clients afterwards is timed apart.
 func rawCopy(ctx context.Context, brokers []string, input, output string) (result, error) {
-	res := result{name: "raw sarama copy"}
+	var res result
 	start := time.Now()
 	cfg, err := kafka.Config(stream.KafkaConfig{Brokers: brokers, ClientID: "bench-raw"})
 	if err != nil {
@@ -64,15 +68,7 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 			want += hi - lo
 		}
 	}
-	pclient := client
-	if separateProducerClient {
-		pclient, err = sarama.NewClient(brokers, cfg)
-		if err != nil {
-			return res, err
-		}
-		defer pclient.Close()
-	}
-	producer, err := sarama.NewAsyncProducerFromClient(pclient)
+	producer, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {
 		return res, fmt.Errorf("raw copy: producer: %w", err)
 	}
@@ -118,6 +114,7 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var fwdWG sync.WaitGroup
+	var firstOnce sync.Once
 	var pcs []sarama.PartitionConsumer
 	for p, end := range ends {
 		pc, err := consumer.ConsumePartition(input, p, sarama.OffsetOldest)
@@ -141,6 +138,7 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 					cancel()
 					return
 				case m := <-pc.Messages():
+					firstOnce.Do(func() { res.startup = time.Since(start) })
 					pm := &sarama.ProducerMessage{
 						Topic: output, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value),
 						Timestamp: m.Timestamp,
@@ -161,10 +159,17 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 	case <-allAcked:
 	case <-ctx.Done():
 	}
+	res.elapsed = time.Since(start)
+	res.messages, res.outputs = want, acked.Load()
+
+	// Shut down (not timed: closing a partition consumer waits for the
+	// fetch in flight, up to Consumer.MaxWaitTime, which would add noise).
 	cancel()
 	fwdWG.Wait()
 	for _, pc := range pcs {
 		pc.AsyncClose()
+	}
+	for _, pc := range pcs {
 		for range pc.Messages() {
 		}
 		for range pc.Errors() {
@@ -173,8 +178,7 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 	producer.AsyncClose()
 	ackWG.Wait()
 	_ = consumer.Close()
-	res.elapsed = time.Since(start)
-	res.messages, res.outputs = want, acked.Load()
+	res.shutdown = time.Since(start) - res.elapsed
 	if p := firstErr.Load(); p != nil {
 		return res, *p
 	}

@@ -127,10 +127,12 @@ func measureRSS(ctx context.Context, c config, stdout, stderr io.Writer) error {
 		return err
 	}
 	start := time.Now()
-	if err := produce(ctx, b.addrs, inputTopic, c.backlog, c.size); err != nil {
+	size, err := produce(ctx, b.addrs, inputTopic, c.backlog, c.size)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "rss: backlog of %d events of %d bytes produced in %s\n", c.backlog, c.size, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "rss: backlog of %d events, %.1f bytes on average, produced in %s\n",
+		c.backlog, float64(size)/float64(c.backlog), time.Since(start).Round(time.Millisecond))
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -201,7 +203,7 @@ func runJobChild(ctx context.Context, c config, stdin io.Reader, stdout io.Write
 			fmt.Fprintf(stdout, "rss: job process: %d of %d events\n", in, c.expect)
 		}
 	}
-	res, err := runJob(ctx, job, uint64(c.expect), 50*time.Millisecond, progress)
+	res, err := runJob(ctx, job, c.expect, 50*time.Millisecond, progress)
 	if err != nil {
 		return err
 	}
