@@ -33,6 +33,11 @@ type Store interface {
 	Range(start, end []byte) Iterator
 	// Prefix iterates the keys that begin with prefix, in order.
 	Prefix(prefix []byte) Iterator
+	// TakeChanges visits up to limit keys changed since they were last
+	// taken (limit <= 0: all), with their current value or nil when gone,
+	// and forgets them. Its cost is proportional to the number of changed
+	// keys. The store must be declared with Spec.TrackChanges.
+	TakeChanges(limit int, fn func(key, value []byte) error) (int, error)
 }
 
 // Entry is one key and value.
