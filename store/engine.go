@@ -128,8 +128,7 @@ func (m *memIter) close() error  { return nil }
 // --- pebble engine ---
 
 type pebbleEngine struct {
-	db    *pebble.DB
-	cache *pebble.Cache
+	db *pebble.DB
 }
 
 func openPebble(dir string, s Spec) (*pebbleEngine, error) {
