@@ -145,7 +145,8 @@ func (r *runner) run() error {
 			if err != nil {
 				return r.finish(fmt.Errorf("task %s: window: %w", r.name, err))
 			}
-			r.dirty = true
+			// What Window sent or wrote makes the next commit needed;
+			// an idle Window alone does not.
 			nextWindow = now.Add(j.Window)
 		}
 		if r.commitRq || !now.Before(nextCommit) {
