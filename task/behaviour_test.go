@@ -509,3 +509,30 @@ func TestCommitTimeoutFailsTheJob(t *testing.T) {
 	}
 	require.Positive(t, f.Hits())
 }
+
+// StartNewest pins the position where the job first started: an idle task
+// checkpoints it, so messages produced while the job is down are processed
+// after a restart instead of being skipped by a new "newest".
+func TestStartNewestPositionSurvivesAnIdleRestart(t *testing.T) {
+	b := setup(t, 1, 100)
+	cps := checkpoint.NewMemory()
+	mk := func() *task.Job {
+		job := newJob(b, "pin", func() task.StreamTask { return &funcTask{} })
+		job.StartAt = task.StartNewest
+		job.Checkpoints = cps
+		return job
+	}
+	job := mk()
+	stop, _ := start(t, job)
+	testkit.Eventually(t, time.Minute, func() bool { return job.Stats() != nil }, "job did not start")
+	require.NoError(t, stop())
+	cp, ok, _ := cps.Load(context.Background(), "task-0")
+	require.True(t, ok, "an idle task checkpoints its pinned start")
+	require.EqualValues(t, 100, cp.Inputs[stream.Partition{Topic: "in"}])
+
+	testkit.Produce(t, b.Addrs(), "in", records(40)) // while the job is down
+	job = mk()
+	stop, _ = start(t, job)
+	testkit.Eventually(t, time.Minute, func() bool { return job.Stats() != nil && total(job, processed) == 40 }, "messages produced while down were skipped")
+	require.NoError(t, stop())
+}

@@ -221,6 +221,7 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 		if err != nil {
 			return nil, fmt.Errorf("task: job %q: find start of %s: %w", j.Name, p, err)
 		}
+		r.dirty = true // checkpoint the pinned position even if nothing comes
 	}
 	return r, nil
 }

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -87,6 +88,9 @@ func ParseRules(b []byte) (*Rules, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
 		return nil, fmt.Errorf("routing: rules: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("routing: rules: data after the rules object")
 	}
 	if r.TypeField == "" {
 		r.TypeField = "type"

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,16 +84,16 @@ func (t *Task) Route(input string, value []byte) ([]string, error) {
 		return nil, &stream.DecodeError{Format: "json", Err: ErrNotObject}
 	}
 	clear(t.raws)
-	found := 0
+	// A field given twice takes its last value, as encoding/json and
+	// every common JSON reader downstream do.
 	eachMember(value, func(key, raw []byte) bool {
 		for i, f := range t.fields {
-			if t.raws[i] == nil && keyIs(key, f) {
+			if keyIs(key, f) {
 				t.raws[i] = raw
-				found++
 				break
 			}
 		}
-		return found < len(t.fields)
+		return true
 	})
 	for _, c := range t.rules.Drop {
 		if c.match(t.raw(c.Field)) {
@@ -130,7 +131,9 @@ func (t *Task) eventType(raw []byte) (string, error) {
 		return "", fmt.Errorf("field %q is not a string: %s", t.rules.TypeField, raw)
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		s = string(raw[1 : len(raw)-1]) // no escapes: the bytes are the string
+	} else if err := json.Unmarshal(raw, &s); err != nil {
 		return "", fmt.Errorf("field %q: %w", t.rules.TypeField, err)
 	}
 	if !validSuffix(s) {
@@ -152,7 +155,10 @@ func (c *Cond) match(raw []byte) bool {
 			return false
 		}
 		f, err := strconv.ParseFloat(string(raw), 64)
-		return err == nil && f > *c.GT
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return false
+		}
+		return f > *c.GT // ±Inf for numbers beyond float64's range
 	default:
 		var v any
 		switch string(raw) {
