@@ -193,7 +193,7 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 		c: c, name: name, partition: i, parts: parts,
 		log:     c.log.With("task", name),
 		tracker: kafka.NewTracker(),
-		offsets: make(map[stream.Partition]int64, len(parts)),
+		offs:    make([]int64, len(parts)),
 		queue:   make(chan stream.Message, j.queueSize()),
 	}
 	r.task = j.NewTask()
@@ -205,18 +205,18 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 		r.counters.lastCheckpoint.Store(&cp)
 		r.log.Info("resuming from checkpoint", "id", cp.ID, "written_at", cp.WrittenAt)
 	}
-	for _, p := range parts {
+	for i, p := range parts {
 		if off, ok := cp.Inputs[p]; ok {
-			r.offsets[p] = off
+			r.offs[i] = off
 			continue
 		}
 		// Pin a concrete offset so the first checkpoint records it: a
 		// restart must not move "newest" forward past unread messages.
 		var err error
 		if j.StartAt == StartNewest {
-			r.offsets[p], err = c.conn.HighWatermark(p)
+			r.offs[i], err = c.conn.HighWatermark(p)
 		} else {
-			r.offsets[p], err = c.conn.Client.GetOffset(p.Topic, p.Partition, kafka.Oldest)
+			r.offs[i], err = c.conn.Client.GetOffset(p.Topic, p.Partition, kafka.Oldest)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("task: job %q: find start of %s: %w", j.Name, p, err)
@@ -246,8 +246,8 @@ func (c *container) run(ctx context.Context) error {
 	}
 	for _, r := range c.runners {
 		inputs := make([]kafka.Input, 0, len(r.parts))
-		for _, p := range r.parts {
-			inputs = append(inputs, kafka.Input{Partition: p, Offset: r.offsets[p]})
+		for i, p := range r.parts {
+			inputs = append(inputs, kafka.Input{Partition: p, Offset: r.offs[i]})
 		}
 		sub, err := c.input.Subscribe(inputs, r.queue, r.log)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
@@ -31,9 +30,12 @@ type runner struct {
 	stores    []*taskStore
 	started   bool // run was called: it closes the stores itself
 
-	// offsets is the next offset to process per partition; only the
-	// runner goroutine touches it.
-	offsets   map[stream.Partition]int64
+	// offs[i] is the next offset to process in parts[i]; only the runner
+	// goroutine touches it. A slice scanned from the last hit beats a map
+	// keyed by topic name on the per-message path.
+	offs      []int64
+	lastPart  int
+	lastTopic string // last output topic known to exist (AutoCreateOutputs)
 	last      checkpoint.Checkpoint // last checkpoint written or loaded
 	dirty     bool                  // progress since the last checkpoint
 	commitRq  bool
@@ -91,10 +93,11 @@ func (r *runner) Send(m stream.Outgoing) error {
 	if m.Topic == "" {
 		return errors.New("task: Send: message has no topic")
 	}
-	if r.c.job.AutoCreateOutputs {
+	if r.c.job.AutoCreateOutputs && m.Topic != r.lastTopic {
 		if err := r.c.ensureOutput(m.Topic); err != nil {
 			return fmt.Errorf("task: Send: %w", err)
 		}
+		r.lastTopic = m.Topic
 	}
 	if err := r.c.producer.Send(r.c.hardCtx, r.tracker, &m, 0); err != nil {
 		if r.c.hardCtx.Err() != nil {
@@ -127,7 +130,24 @@ func (r *runner) run() error {
 		case <-r.c.stop:
 			return r.finish(nil)
 		case m := <-r.queue:
-			if err := r.process(m); err != nil {
+			// Take what is already queued, up to a bound, before looking
+			// at timers again: one select and one clock read per batch.
+			start := time.Now()
+			err := r.process(m)
+			for n := 1; err == nil && n < maxBatch && !r.commitRq && !r.shutdown; n++ {
+				if len(r.stores) > 0 && r.storesFull() {
+					break
+				}
+				select {
+				case m = <-r.queue:
+					err = r.process(m)
+					continue
+				default:
+				}
+				break
+			}
+			r.counters.processNs.Add(int64(time.Since(start)))
+			if err != nil {
 				return r.finish(err)
 			}
 			if len(r.stores) > 0 && r.storesFull() {
@@ -176,10 +196,7 @@ func (r *runner) run() error {
 
 // process hands one message to the task and applies the error policy.
 func (r *runner) process(m stream.Message) error {
-	start := time.Now()
 	err := safeCall(func() error { return r.task.Process(r.c.hardCtx, m, r, r) })
-	r.counters.processNs.Add(int64(time.Since(start)))
-	p := stream.Partition{Topic: m.Topic, Partition: m.Partition}
 	if err != nil {
 		switch r.c.job.OnError {
 		case Skip:
@@ -196,9 +213,37 @@ func (r *runner) process(m stream.Message) error {
 	} else {
 		r.counters.processed.Add(1)
 	}
-	r.offsets[p] = m.Offset + 1
+	r.setOffset(m.Topic, m.Partition, m.Offset+1)
 	r.dirty = true
 	return nil
+}
+
+// maxBatch bounds the messages processed between two looks at the stop
+// signal and the timers.
+const maxBatch = 256
+
+// setOffset records the next offset of a partition, starting the search at
+// the partition of the previous message.
+func (r *runner) setOffset(topic string, partition int32, next int64) {
+	n := len(r.parts)
+	for k := range n {
+		i := (r.lastPart + k) % n
+		if p := &r.parts[i]; p.Partition == partition && p.Topic == topic {
+			r.offs[i] = next
+			r.lastPart = i
+			return
+		}
+	}
+	panic(fmt.Sprintf("grete: message of %s/%d, which task %s does not read", topic, partition, r.name))
+}
+
+// inputOffsets returns the next offset of every partition, for a checkpoint.
+func (r *runner) inputOffsets() map[stream.Partition]int64 {
+	m := make(map[stream.Partition]int64, len(r.parts))
+	for i, p := range r.parts {
+		m[p] = r.offs[i]
+	}
+	return m
 }
 
 func (r *runner) deadLetter(m stream.Message, cause error) error {
@@ -242,7 +287,7 @@ func (r *runner) commit(ctx context.Context) error {
 	cp := checkpoint.Checkpoint{
 		ID:         r.last.ID + 1,
 		Task:       r.name,
-		Inputs:     maps.Clone(r.offsets),
+		Inputs:     r.inputOffsets(),
 		Changelogs: make(map[string]int64, len(r.stores)),
 		WrittenAt:  time.Now(),
 	}

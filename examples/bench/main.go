@@ -130,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Int64Var(&c.messages, "messages", 1_000_000, "events for the raw copy and the router job")
-	fs.IntVar(&c.size, "size", 100, "approximate event size in bytes (at least what the fields need, about 90)")
+	fs.IntVar(&c.size, "size", 100, "approximate event size in bytes (never below what the fields need, about 100)")
 	fs.IntVar(&c.partitions, "partitions", 8, "partitions of the input topic")
 	fs.IntVar(&c.rounds, "rounds", 1, "measurement rounds, in alternating order")
 	fs.BoolVar(&c.childBroker, "child-broker", false, "run the broker in a child process for the pair too")

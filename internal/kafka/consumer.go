@@ -84,6 +84,28 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 	defer s.wg.Done()
 	msgs, errs := pc.Messages(), pc.Errors()
 	for {
+		// Fast path while a backlog streams in: a message is ready and the
+		// queue has room. Non-blocking channel operations cost a fraction
+		// of a multi-way select.
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			sm := toMessage(m)
+			select {
+			case out <- sm:
+				continue
+			default:
+			}
+			select {
+			case out <- sm:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -98,16 +120,7 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 			if !ok {
 				return
 			}
-			sm := stream.Message{
-				Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-				Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
-			}
-			if len(m.Headers) > 0 {
-				sm.Headers = make([]stream.Header, len(m.Headers))
-				for i, h := range m.Headers {
-					sm.Headers[i] = stream.Header{Key: string(h.Key), Value: h.Value}
-				}
-			}
+			sm := toMessage(m)
 			select {
 			case out <- sm:
 			case <-ctx.Done():
@@ -115,6 +128,20 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 			}
 		}
 	}
+}
+
+func toMessage(m *sarama.ConsumerMessage) stream.Message {
+	sm := stream.Message{
+		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+		Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
+	}
+	if len(m.Headers) > 0 {
+		sm.Headers = make([]stream.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			sm.Headers[i] = stream.Header{Key: string(h.Key), Value: h.Value}
+		}
+	}
+	return sm
 }
 
 // Stop begins closing the subscription without waiting; Close finishes.

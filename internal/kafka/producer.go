@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -14,31 +15,25 @@ import (
 // Tracker counts one task's records that the producer has not yet
 // acknowledged, and remembers the first that failed. A task waits on it
 // before writing a checkpoint, so a checkpoint never covers an output that
-// Kafka has not acknowledged.
+// Kafka has not acknowledged. Counting is lock-free: the lock is taken only
+// for failures, changelog offsets, and to wake a waiter.
 type Tracker struct {
-	mu       sync.Mutex
-	inflight int64
-	sent     int64
-	err      error
-	idle     chan struct{} // closed while inflight == 0
-	offsets  []int64       // highest acknowledged offset per changelog
+	inflight atomic.Int64
+	sent     atomic.Int64
+	waiters  atomic.Int32
+
+	mu      sync.Mutex
+	err     error
+	wake    chan struct{} // closed when inflight drops to 0 while waited on
+	offsets []int64       // highest acknowledged offset per changelog
 }
 
 // NewTracker returns an idle tracker.
-func NewTracker() *Tracker {
-	t := &Tracker{idle: make(chan struct{})}
-	close(t.idle)
-	return t
-}
+func NewTracker() *Tracker { return &Tracker{} }
 
 func (t *Tracker) add() {
-	t.mu.Lock()
-	if t.inflight == 0 {
-		t.idle = make(chan struct{})
-	}
-	t.inflight++
-	t.sent++
-	t.mu.Unlock()
+	t.inflight.Add(1)
+	t.sent.Add(1)
 }
 
 func (t *Tracker) acked(changelog int, offset int64) {
@@ -64,15 +59,21 @@ func (t *Tracker) ChangelogOffset(i int) int64 {
 }
 
 func (t *Tracker) done(err error) {
-	t.mu.Lock()
-	if err != nil && t.err == nil {
-		t.err = err
+	if err != nil {
+		t.mu.Lock()
+		if t.err == nil {
+			t.err = err
+		}
+		t.mu.Unlock()
 	}
-	t.inflight--
-	if t.inflight == 0 {
-		close(t.idle)
+	if t.inflight.Add(-1) == 0 && t.waiters.Load() > 0 {
+		t.mu.Lock()
+		if t.wake != nil && t.inflight.Load() == 0 {
+			close(t.wake)
+			t.wake = nil
+		}
+		t.mu.Unlock()
 	}
-	t.mu.Unlock()
 }
 
 // Err returns the first send failure, if any. Once set it stays set: the
@@ -84,29 +85,30 @@ func (t *Tracker) Err() error {
 }
 
 // Sent is the number of records sent through this tracker so far.
-func (t *Tracker) Sent() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.sent
-}
+func (t *Tracker) Sent() int64 { return t.sent.Load() }
 
 // Wait blocks until every record sent so far is acknowledged or failed,
-// then returns the first failure, if any.
+// then returns the first failure, if any. With nothing in flight it
+// returns at once, even when ctx is done.
 func (t *Tracker) Wait(ctx context.Context) error {
-	t.mu.Lock()
-	idle := t.idle
-	t.mu.Unlock()
-	// Prefer idle when both are ready: select picks at random, and an
-	// acknowledged task must not fail for a cancelled context.
-	select {
-	case <-idle:
-		return t.Err()
-	default:
-	}
-	select {
-	case <-idle:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for output acknowledgements: %w", ctx.Err())
+	if t.inflight.Load() != 0 {
+		t.mu.Lock()
+		if t.wake == nil {
+			t.wake = make(chan struct{})
+		}
+		wake := t.wake
+		t.waiters.Add(1)
+		t.mu.Unlock()
+		defer t.waiters.Add(-1)
+		// done checks waiters after its decrement, and this checks
+		// inflight after counting itself in: one of the two sees the other.
+		if t.inflight.Load() != 0 {
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for output acknowledgements: %w", ctx.Err())
+			}
+		}
 	}
 	return t.Err()
 }
@@ -137,19 +139,26 @@ func NewProducer(client sarama.Client) (*Producer, error) {
 	go func() {
 		defer p.wg.Done()
 		for m := range ap.Successes() {
-			if meta, ok := m.Metadata.(*Meta); ok {
-				if meta.Changelog > 0 {
-					meta.Tracker.acked(meta.Changelog, m.Offset)
+			switch md := m.Metadata.(type) {
+			case *Tracker:
+				md.done(nil)
+			case *Meta:
+				if md.Changelog > 0 {
+					md.Tracker.acked(md.Changelog, m.Offset)
 				}
-				meta.Tracker.done(nil)
+				md.Tracker.done(nil)
 			}
 		}
 	}()
 	go func() {
 		defer p.wg.Done()
 		for e := range ap.Errors() {
-			if meta, ok := e.Msg.Metadata.(*Meta); ok {
-				meta.Tracker.done(fmt.Errorf("produce to topic %q: %w", e.Msg.Topic, e.Err))
+			err := fmt.Errorf("produce to topic %q: %w", e.Msg.Topic, e.Err)
+			switch md := e.Msg.Metadata.(type) {
+			case *Tracker:
+				md.done(err)
+			case *Meta:
+				md.Tracker.done(err)
 			}
 		}
 	}()
@@ -160,10 +169,11 @@ func NewProducer(client sarama.Client) (*Producer, error) {
 // changelog, when positive, is 1 + the index of the store whose changelog
 // m belongs to: t then tracks the highest acknowledged offset per index.
 func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing, changelog int) error {
-	pm := &sarama.ProducerMessage{
-		Topic:     m.Topic,
-		Timestamp: m.Timestamp,
-		Metadata:  &Meta{Tracker: t, Changelog: changelog, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition},
+	// The common record carries just its tracker; routing details and
+	// changelog bookkeeping cost an allocation only when present.
+	pm := &sarama.ProducerMessage{Topic: m.Topic, Timestamp: m.Timestamp, Metadata: t}
+	if changelog > 0 || m.PartitionKey != nil || m.HasPartition {
+		pm.Metadata = &Meta{Tracker: t, Changelog: changelog, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition}
 	}
 	if m.Key != nil {
 		pm.Key = sarama.ByteEncoder(m.Key)

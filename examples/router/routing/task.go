@@ -26,6 +26,10 @@ type Task struct {
 	fields []string // distinct fields the rules read; fields[0] is the type field
 	counts *counts
 	raws   [][]byte // scratch, one per field
+
+	targets    []string          // scratch for Process
+	cacheInput string            // the input the cached names are for
+	cache      map[string]string // suffix -> "<input>.<suffix>"
 }
 
 // NewTask returns a routing task. stats, when non-nil, counts what every
@@ -47,6 +51,7 @@ func NewTask(r *Rules, stats *Stats) *Task {
 		add(c.If.Field)
 	}
 	t.raws = make([][]byte, len(t.fields))
+	t.cache = map[string]string{}
 	t.counts = &counts{topics: map[string]uint64{}}
 	if stats != nil {
 		stats.mu.Lock()
@@ -58,7 +63,8 @@ func NewTask(r *Rules, stats *Stats) *Task {
 
 // Process implements task.StreamTask.
 func (t *Task) Process(_ context.Context, m stream.Message, out task.Collector, _ task.Coordinator) error {
-	targets, err := t.Route(m.Topic, m.Value)
+	targets, err := t.route(t.targets[:0], m.Topic, m.Value)
+	t.targets = targets
 	if err != nil {
 		return err
 	}
@@ -80,6 +86,27 @@ func (t *Task) Process(_ context.Context, m stream.Message, out task.Collector, 
 // *stream.DecodeError wrapping ErrNotObject) and for a type that is not a
 // string usable in a topic name.
 func (t *Task) Route(input string, value []byte) ([]string, error) {
+	return t.route(nil, input, value)
+}
+
+// topicFor returns "<input>.<suffix>", cached: the names repeat, and
+// building one per event would allocate on every message.
+func (t *Task) topicFor(input, suffix string) string {
+	if input != t.cacheInput {
+		t.cacheInput = input
+		clear(t.cache)
+	}
+	if name, ok := t.cache[suffix]; ok {
+		return name
+	}
+	name := input + "." + suffix
+	if len(t.cache) < 1024 {
+		t.cache[suffix] = name
+	}
+	return name
+}
+
+func (t *Task) route(targets []string, input string, value []byte) ([]string, error) {
 	if !isObject(value) {
 		return nil, &stream.DecodeError{Format: "json", Err: ErrNotObject}
 	}
@@ -104,11 +131,10 @@ func (t *Task) Route(input string, value []byte) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	targets := make([]string, 1, 1+len(t.rules.Copy))
-	targets[0] = input + "." + typ
+	targets = append(targets, t.topicFor(input, typ))
 	for _, c := range t.rules.Copy {
 		if c.If.match(t.raw(c.If.Field)) {
-			targets = append(targets, input+"."+c.To)
+			targets = append(targets, t.topicFor(input, c.To))
 		}
 	}
 	return targets, nil
