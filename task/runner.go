@@ -35,7 +35,7 @@ type runner struct {
 	// keyed by topic name on the per-message path.
 	offs      []int64
 	lastPart  int
-	lastTopic string // last output topic known to exist (AutoCreateOutputs)
+	lastTopic string                // last output topic known to exist (AutoCreateOutputs)
 	last      checkpoint.Checkpoint // last checkpoint written or loaded
 	dirty     bool                  // progress since the last checkpoint
 	commitRq  bool
