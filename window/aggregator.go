@@ -146,6 +146,9 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	if o.Grace < 0 || o.IdleTimeout < 0 {
 		return nil, errors.New("window: Grace and IdleTimeout must not be negative")
 	}
+	if o.Grace%time.Millisecond != 0 {
+		return nil, fmt.Errorf("window: Grace %v is not a whole number of milliseconds (event time has millisecond precision)", o.Grace)
+	}
 	if o.Keys == nil {
 		o.Keys = stream.Msgpack[K]()
 	}
@@ -445,8 +448,16 @@ func (a *Aggregator[K, V, A]) emit(k []byte, acc A, final bool, emit EmitFunc[K,
 func (a *Aggregator[K, V, A]) Flush(emit EmitFunc[K, A]) error {
 	st := a.st
 	if a.o.IdleTimeout > 0 && st != noTime {
-		if idle := a.o.Now().Sub(a.lastEvent); idle >= a.o.IdleTimeout {
+		now := a.o.Now()
+		if idle := now.Sub(a.lastEvent); idle >= a.o.IdleTimeout {
+			// Advance stream time for real: a window closed by the wall
+			// clock must stay closed, or a later event would re-create
+			// it and emit a second, partial final.
 			st += idle.Milliseconds()
+			a.st, a.lastEvent = st, now
+			if err := a.s.Put(streamTimeKey, binary.BigEndian.AppendUint64(nil, uint64(st))); err != nil {
+				return err
+			}
 		}
 	}
 	if st != noTime {

@@ -65,6 +65,11 @@ func (s Spec) Validate() error {
 	default:
 		return errors.New("window: no window kind (use Tumbling, Hopping or Sessions)")
 	}
+	for _, d := range []time.Duration{s.Size, s.Advance, s.Gap} {
+		if d%ms != 0 {
+			return fmt.Errorf("window: %v is not a whole number of milliseconds (event time has millisecond precision)", d)
+		}
+	}
 	return nil
 }
 
