@@ -72,6 +72,10 @@ type Local struct {
 	eng     engine
 	pending *btree.BTreeG[*pend]
 	pbytes  int
+	// marks mirrors the change markers the engine holds (TrackChanges):
+	// TakeChanges reads them here, never iterating the engine's marker
+	// range, where taken markers linger as tombstones until compaction.
+	marks *btree.BTreeG[string]
 	now     func() time.Time
 	closed  bool
 
@@ -103,17 +107,40 @@ func Open(dir string, spec Spec, now func() time.Time) (*Local, error) {
 func (l *Local) openEngine() error {
 	if l.spec.Engine == Memory {
 		l.eng = newMemEngine()
+	} else {
+		if err := os.MkdirAll(l.dir, 0o755); err != nil {
+			return fmt.Errorf("store %q: %w", l.spec.Name, err)
+		}
+		e, err := openPebble(l.dir, l.spec)
+		if err != nil {
+			return err
+		}
+		l.eng = e
+	}
+	if !l.spec.TrackChanges {
 		return nil
 	}
-	if err := os.MkdirAll(l.dir, 0o755); err != nil {
-		return fmt.Errorf("store %q: %w", l.spec.Name, err)
-	}
-	e, err := openPebble(l.dir, l.spec)
+	l.marks = btree.NewG(32, func(a, b string) bool { return a < b })
+	it, err := l.eng.iter([]byte{nsChange}, []byte{nsChange + 1})
 	if err != nil {
 		return err
 	}
-	l.eng = e
-	return nil
+	for ok := it.first(); ok; ok = it.next() {
+		l.marks.ReplaceOrInsert(string(it.key()))
+	}
+	return errors.Join(it.err(), it.close())
+}
+
+// noteMarks keeps marks in step with writes applied to the engine.
+func (l *Local) noteMarks(key []byte, del bool) {
+	if l.marks == nil || len(key) == 0 || key[0] != nsChange {
+		return
+	}
+	if del {
+		l.marks.Delete(string(key))
+	} else {
+		l.marks.ReplaceOrInsert(string(key))
+	}
 }
 
 // Name implements Store.

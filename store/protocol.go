@@ -26,16 +26,40 @@ func (l *Local) TakeChanges(limit int, fn func(key, value []byte) error) (int, e
 	if !l.spec.TrackChanges {
 		return 0, fmt.Errorf("store %q: TakeChanges needs Spec.TrackChanges", l.spec.Name)
 	}
-	m, err := l.merged([]byte{nsChange}, []byte{nsChange + 1})
-	if err != nil {
-		return 0, err
-	}
+	// Changed keys: committed markers (marks) merged with buffered ones,
+	// a buffered delete hiding a committed marker.
 	var keys [][]byte
-	for m.next() && (limit <= 0 || len(keys) < limit) {
-		keys = append(keys, bytes.Clone(m.k))
-	}
-	if err := errors.Join(m.err(), m.close()); err != nil {
-		return 0, err
+	var ps []*pend
+	l.pending.AscendRange(&pend{key: []byte{nsChange}}, &pend{key: []byte{nsChange + 1}}, func(p *pend) bool {
+		ps = append(ps, p)
+		return true
+	})
+	full := func() bool { return limit > 0 && len(keys) >= limit }
+	pi := 0
+	l.marks.Ascend(func(mk string) bool {
+		for pi < len(ps) && string(ps[pi].key) < mk && !full() {
+			if !ps[pi].del {
+				keys = append(keys, bytes.Clone(ps[pi].key))
+			}
+			pi++
+		}
+		if full() {
+			return false
+		}
+		if pi < len(ps) && string(ps[pi].key) == mk {
+			if !ps[pi].del {
+				keys = append(keys, bytes.Clone(ps[pi].key))
+			}
+			pi++
+			return !full()
+		}
+		keys = append(keys, []byte(mk))
+		return !full()
+	})
+	for ; pi < len(ps) && !full(); pi++ {
+		if !ps[pi].del {
+			keys = append(keys, bytes.Clone(ps[pi].key))
+		}
 	}
 	for i, ck := range keys {
 		key := ck[1:]
@@ -152,6 +176,9 @@ func (l *Local) Commit(meta Meta) error {
 	if err := l.eng.apply(ws, meta.encode(), true); err != nil {
 		return fmt.Errorf("store %q: commit: %w", l.spec.Name, err)
 	}
+	for _, w := range ws {
+		l.noteMarks(w.key, w.del)
+	}
 	l.pending.Clear(false)
 	l.pbytes = 0
 	return nil
@@ -191,6 +218,9 @@ func (l *Local) Restore(recs []Record) error {
 	}
 	if err := l.eng.apply(ws, nil, false); err != nil {
 		return fmt.Errorf("store %q: restore: %w", l.spec.Name, err)
+	}
+	for _, w := range ws {
+		l.noteMarks(w.key, w.del)
 	}
 	l.restRecs.Add(uint64(len(recs)))
 	l.restBytes.Add(n)
