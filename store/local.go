@@ -75,9 +75,9 @@ type Local struct {
 	// marks mirrors the change markers the engine holds (TrackChanges):
 	// TakeChanges reads them here, never iterating the engine's marker
 	// range, where taken markers linger as tombstones until compaction.
-	marks *btree.BTreeG[string]
-	now     func() time.Time
-	closed  bool
+	marks  *btree.BTreeG[string]
+	now    func() time.Time
+	closed bool
 
 	gets, puts, dels, flushes, expired atomic.Uint64
 	flushNs                            atomic.Int64
