@@ -44,6 +44,9 @@ func (m Meta) encode() []byte {
 }
 
 func decodeMeta(b []byte) (Meta, error) {
+	if len(b) == 0 {
+		return Meta{}, errors.New("store: empty metadata")
+	}
 	if len(b) != 17 || b[0] != 1 {
 		return Meta{}, fmt.Errorf("store: metadata of unknown format (version %d, %d bytes)", b[0], len(b))
 	}

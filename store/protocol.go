@@ -18,7 +18,9 @@ import (
 // The cost is proportional to the number of changed keys, never to the size
 // of the store, and the set of changed keys is stored and logged with the
 // data: keys changed before a crash are visited after the restart.
-// key and value are valid only during fn.
+// key and value are valid only during fn. A key that fn writes is marked
+// changed again, for the next call; if fn fails, the key it was given stays
+// marked and TakeChanges stops with that error.
 func (l *Local) TakeChanges(limit int, fn func(key, value []byte) error) (int, error) {
 	if l.closed {
 		return 0, ErrClosed
@@ -70,10 +72,13 @@ func (l *Local) TakeChanges(limit int, fn func(key, value []byte) error) (int, e
 		if !ok {
 			v = nil
 		}
+		// Forget the key before fn runs, so that a write fn makes to it
+		// marks it changed again; if fn fails, keep it for the next time.
+		l.buffer(ck, nil, true)
 		if err := fn(key, v); err != nil {
+			l.buffer(ck, []byte{}, false)
 			return i, err
 		}
-		l.buffer(ck, nil, true)
 	}
 	return len(keys), nil
 }
@@ -187,6 +192,9 @@ func (l *Local) Commit(meta Meta) error {
 // Meta returns the metadata of the last Commit or FinishRestore, and false
 // when the engine has none (a new store).
 func (l *Local) Meta() (Meta, bool, error) {
+	if l.closed {
+		return Meta{}, false, ErrClosed
+	}
 	b, err := l.eng.meta()
 	if err != nil || b == nil {
 		return Meta{}, false, err
@@ -230,6 +238,9 @@ func (l *Local) Restore(recs []Record) error {
 // FinishRestore durably records meta once replay is complete; took is the
 // time replay took, for Stats.
 func (l *Local) FinishRestore(meta Meta, took time.Duration) error {
+	if l.closed {
+		return ErrClosed
+	}
 	l.restNs.Add(int64(took))
 	return l.eng.apply(nil, meta.encode(), true)
 }
@@ -238,6 +249,9 @@ func (l *Local) FinishRestore(meta Meta, took time.Duration) error {
 // writes, or nil when there is none. Restore uses it to trim records that
 // no checkpoint covers.
 func (l *Local) EngineValue(key []byte) ([]byte, error) {
+	if l.closed {
+		return nil, ErrClosed
+	}
 	v, ok, err := l.eng.get(key)
 	if !ok {
 		return nil, err
@@ -247,6 +261,9 @@ func (l *Local) EngineValue(key []byte) ([]byte, error) {
 
 // Wipe deletes everything in the store, metadata included.
 func (l *Local) Wipe() error {
+	if l.closed {
+		return ErrClosed
+	}
 	if err := l.eng.close(); err != nil {
 		return err
 	}

@@ -144,8 +144,8 @@ var ErrClosed = errors.New("store: closed")
 // Stats are a store's counters.
 type Stats struct {
 	Gets, Puts, Deletes uint64
-	// Flushes counts commits that flushed buffered writes; FlushTime is
-	// their total time.
+	// Flushes counts flushes (step 2 of a commit) that had buffered
+	// writes; FlushTime is the total time of all flushes.
 	Flushes   uint64
 	FlushTime time.Duration
 	// Expired counts entries deleted because their TTL passed.
