@@ -1,25 +1,25 @@
-package routing
+// Package jsonscan reads top-level members of JSON objects without decoding
+// them: the examples route and count events by a few fields and forward the
+// bytes as they are, so decoding whole events would cost more than the rest
+// of the job together. Objects are validated with json.Valid first, then
+// scanned.
+package jsonscan
 
 import (
 	"bytes"
 	"encoding/json"
 )
 
-// The router reads a few top-level fields of every event and forwards the
-// bytes as they are. Decoding whole events into maps would cost more than
-// the rest of the job together, so events are validated with json.Valid and
-// then scanned for the top-level members the rules name.
-
-// isObject reports whether b is one valid JSON object.
-func isObject(b []byte) bool {
+// IsObject reports whether b is one valid JSON object.
+func IsObject(b []byte) bool {
 	i := skipSpace(b, 0)
 	return i < len(b) && b[i] == '{' && json.Valid(b)
 }
 
-// eachMember calls fn with the key and raw value of every top-level member
+// EachMember calls fn with the key and raw value of every top-level member
 // of b, a valid JSON object, until fn returns false. key is the key's raw
 // bytes without quotes (escapes not decoded).
-func eachMember(b []byte, fn func(key, raw []byte) bool) {
+func EachMember(b []byte, fn func(key, raw []byte) bool) {
 	i := skipSpace(b, 0) + 1 // past '{'
 	for {
 		i = skipSpace(b, i)
@@ -93,8 +93,8 @@ func skipValue(b []byte, i int) int {
 	}
 }
 
-// keyIs reports whether a raw key (as eachMember gives it) equals name.
-func keyIs(raw []byte, name string) bool {
+// KeyIs reports whether a raw key (as EachMember gives it) equals name.
+func KeyIs(raw []byte, name string) bool {
 	if bytes.IndexByte(raw, '\\') < 0 {
 		return string(raw) == name
 	}
