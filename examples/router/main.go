@@ -37,32 +37,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/grete-go/grete/examples/router/routing"
-	"github.com/grete-go/grete/internal/embedded"
-	"github.com/grete-go/grete/internal/kafka"
-	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/internal/exampleutil"
 	"github.com/grete-go/grete/task"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "router:", err)
-		os.Exit(1)
-	}
-}
+func main() { exampleutil.Main("router", run) }
 
 type config struct {
 	brokers    string
@@ -114,11 +97,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	log, err := exampleutil.Logger(c.logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	policy, err := task.ParseErrorPolicy(c.onError)
 	if err != nil {
 		return err
@@ -129,30 +111,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if c.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.duration)
-		defer cancel()
+	ctx, cancel := exampleutil.WithDuration(ctx, c.duration)
+	defer cancel()
+	cluster, err := exampleutil.Connect(c.brokers, c.dataDir, c.partitions, stdout)
+	if err != nil {
+		return err
 	}
-
-	var brokers []string
-	if c.brokers == "" {
-		opts := embedded.Options{Partitions: c.partitions}
-		if c.dataDir != "" {
-			opts.DataDir = filepath.Join(c.dataDir, "broker")
-		}
-		b, err := embedded.Start(opts)
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		brokers = b.Addrs()
-		fmt.Fprintf(stdout, "embedded broker at %s\n", strings.Join(brokers, ","))
-	} else {
-		brokers = strings.Split(c.brokers, ",")
-	}
-	kc := stream.KafkaConfig{Brokers: brokers, ClientID: "grete-router"}
-	if err := ensureInput(kc, c.input, int32(c.partitions)); err != nil {
+	defer cluster.Close()
+	kc := cluster.Kafka("grete-router")
+	if err := exampleutil.EnsureTopics(kc, int32(c.partitions), c.input); err != nil {
 		return err
 	}
 
@@ -195,20 +162,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("generator: %w", genErr)
 	}
 	return nil
-}
-
-// ensureInput creates the input topic when it is missing.
-func ensureInput(kc stream.KafkaConfig, topic string, partitions int32) error {
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return err
-	}
-	conn, err := kafka.Dial(cfg, kc.Brokers)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return conn.EnsureTopic(kafka.TopicSpec{Name: topic, Partitions: partitions})
 }
 
 // report prints one line a second: input and output rates and the counts

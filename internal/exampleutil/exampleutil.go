@@ -1,0 +1,118 @@
+// Package exampleutil is the plumbing the example programs share: running
+// main with signal handling, a logger from a flag, the embedded broker
+// behind an empty -brokers flag, and creating input topics.
+package exampleutil
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/grete-go/grete/internal/embedded"
+	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/stream"
+)
+
+// RunFunc is an example's body: flags in args, output to stdout and stderr.
+type RunFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// Main runs run with a context cancelled by Ctrl-C or SIGTERM, and exits 1
+// with the error (2 for a -h request).
+func Main(name string, run RunFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Logger returns a text logger to w at the named level (debug, info, warn,
+// error).
+func Logger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// WithDuration bounds ctx by d when d is positive.
+func WithDuration(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(ctx, d)
+	}
+	return context.WithCancel(ctx)
+}
+
+// Cluster is where an example's Kafka is: the brokers given on the command
+// line, or an embedded broker started for the run.
+type Cluster struct {
+	Brokers  []string
+	embedded *embedded.Broker
+}
+
+// Connect returns the cluster of a comma-separated broker list, or, when the
+// list is empty, starts an embedded broker (persisting under
+// <dataDir>/broker when dataDir is set) whose topics get partitions
+// partitions when created on first use, and says so on stdout.
+func Connect(brokers, dataDir string, partitions int, stdout io.Writer) (*Cluster, error) {
+	if brokers != "" {
+		return &Cluster{Brokers: strings.Split(brokers, ",")}, nil
+	}
+	opts := embedded.Options{Partitions: partitions}
+	if dataDir != "" {
+		opts.DataDir = filepath.Join(dataDir, "broker")
+	}
+	b, err := embedded.Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "embedded broker at %s\n", strings.Join(b.Addrs(), ","))
+	return &Cluster{Brokers: b.Addrs(), embedded: b}, nil
+}
+
+// Close stops the embedded broker, if one was started.
+func (c *Cluster) Close() {
+	if c.embedded != nil {
+		c.embedded.Close()
+	}
+}
+
+// Kafka returns the connection config of the cluster.
+func (c *Cluster) Kafka(clientID string) stream.KafkaConfig {
+	return stream.KafkaConfig{Brokers: c.Brokers, ClientID: clientID}
+}
+
+// EnsureTopics creates each topic that is missing with partitions
+// partitions.
+func EnsureTopics(kc stream.KafkaConfig, partitions int32, topics ...string) error {
+	cfg, err := kafka.Config(kc)
+	if err != nil {
+		return err
+	}
+	conn, err := kafka.Dial(cfg, kc.Brokers)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, t := range topics {
+		if err := conn.EnsureTopic(kafka.TopicSpec{Name: t, Partitions: partitions}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
