@@ -1,19 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,7 +59,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 
-	bin := crashBuild(t)
+	bin := testkit.Build(t, ".")
 	b := testkit.Broker(t)
 	addrs := b.Addrs()
 	brokers := strings.Join(addrs, ",")
@@ -87,7 +83,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	var prodErr error // set before prodDone is closed
 	go func() {
 		defer close(prodDone)
-		prodErr = crashProduce(prodCtx, addrs, recs)
+		prodErr = testkit.ProducePaced(prodCtx, addrs, crashInput, recs, crashChunk, crashChunkEvery)
 	}()
 	t.Cleanup(func() {
 		stopProd()
@@ -115,14 +111,14 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 	args := []string{"-brokers", brokers, "-input", crashInput, "-generate", "0", "-commit", "200ms", "-quiet", "-duration", "5m"}
 	var (
-		children []*crashChild
+		children []*testkit.Child
 		restarts []crashRestart // restarts[i] precedes children[i+1]
 		kills    int
 	)
 	t.Cleanup(func() {
 		if t.Failed() {
 			for i, c := range children {
-				t.Logf("router run %d stderr (dead-letter warnings left out):\n%s", i, c.stderr.Without("dead-lettered message", 16<<10))
+				t.Logf("router run %d stderr (dead-letter warnings left out):\n%s", i, c.Stderr.Without("dead-lettered message", 16<<10))
 			}
 		}
 	})
@@ -135,21 +131,21 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 		if run > 0 {
 			restarts = append(restarts, crashPrepareRestart(t, addrs, adm))
 		}
-		before, _ := crashCommittedSum(adm)
-		c := crashStart(t, bin, args, run)
+		before, _ := testkit.CommittedSum(adm, crashGroup, crashInput)
+		c := testkit.Start(t, bin, args, run)
 		children = append(children, c)
-		c.waitFor(t, "job started", 60*time.Second)
+		c.WaitFor(t, "job started", 60*time.Second)
 		if run > 0 {
 			crashCheckResumed(t, addrs, c, &restarts[run-1])
 		}
 		// Some progress: this run has checkpointed (and mirrored) beyond
 		// where the last one stopped, unless there is nothing left to do.
 		testkit.Eventually(t, 60*time.Second, func() bool {
-			if c.exited() {
-				t.Fatalf("router run %d exited on its own: %v\n%s", run, c.err, c.stderr.Tail(8<<10))
+			if c.Exited() {
+				t.Fatalf("router run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
 			}
 			pollProducer()
-			sum, err := crashCommittedSum(adm)
+			sum, err := testkit.CommittedSum(adm, crashGroup, crashInput)
 			if err != nil {
 				return false
 			}
@@ -160,11 +156,11 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 		timer := time.NewTimer(delay)
 		select {
 		case <-timer.C:
-		case <-c.done:
-			t.Fatalf("router run %d exited on its own: %v\n%s", run, c.err, c.stderr.Tail(8<<10))
+		case <-c.Done():
+			t.Fatalf("router run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
 		}
-		c.signal(t, syscall.SIGKILL)
-		c.wait(t, 10*time.Second)
+		c.Signal(t, syscall.SIGKILL)
+		c.Wait(t, 10*time.Second)
 		kills++
 		t.Logf("run %d: killed %v after progress (%s since start)", run, delay, time.Since(start).Round(time.Millisecond))
 	}
@@ -182,16 +178,16 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 		t.Fatal("producer did not finish")
 	}
 	restarts = append(restarts, crashPrepareRestart(t, addrs, adm))
-	final := crashStart(t, bin, args, len(children))
+	final := testkit.Start(t, bin, args, len(children))
 	children = append(children, final)
-	final.waitFor(t, "job started", 60*time.Second)
+	final.WaitFor(t, "job started", 60*time.Second)
 	crashCheckResumed(t, addrs, final, &restarts[len(restarts)-1])
 	var lag string
 	testkit.Eventually(t, 90*time.Second, func() bool {
-		if final.exited() {
-			t.Fatalf("final router run exited on its own: %v", final.err)
+		if final.Exited() {
+			t.Fatalf("final router run exited on its own: %v", final.Err())
 		}
-		committed, end, err := crashGroupOffsets(adm, crashGroup, crashInput)
+		committed, end, err := testkit.GroupOffsets(adm, crashGroup, crashInput)
 		if err != nil {
 			lag = err.Error()
 			return false
@@ -203,11 +199,11 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 			}
 		}
 		return true
-	}, "the final run did not catch up: %v", crashLazy(func() string { return lag }))
-	final.signal(t, syscall.SIGTERM)
-	final.wait(t, 45*time.Second)
-	if final.err != nil {
-		t.Fatalf("router exited with %v after SIGTERM, want exit code 0", final.err)
+	}, "the final run did not catch up: %v", testkit.Lazy(func() string { return lag }))
+	final.Signal(t, syscall.SIGTERM)
+	final.Wait(t, 45*time.Second)
+	if final.Err() != nil {
+		t.Fatalf("router exited with %v after SIGTERM, want exit code 0", final.Err())
 	}
 	t.Logf("%d kills; caught up and stopped cleanly %s after start", kills, time.Since(start).Round(time.Millisecond))
 
@@ -283,133 +279,6 @@ func crashReference(recs []*kgo.Record) (crashRef, error) {
 		return ref, fmt.Errorf("the input exercises too little: %d dead-lettered, %d dropped", ref.dead, ref.dropped)
 	}
 	return ref, nil
-}
-
-// crashProduce writes recs into the input in chunks, at a bounded pace.
-// kgo records where each one went (Partition, Offset).
-func crashProduce(ctx context.Context, addrs []string, recs []*kgo.Record) error {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(addrs...),
-		kgo.DefaultProduceTopic(crashInput),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerLinger(2*time.Millisecond),
-	)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	tick := time.NewTicker(crashChunkEvery)
-	defer tick.Stop()
-	for i := 0; i < len(recs); i += crashChunk {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := cl.ProduceSync(pctx, recs[i:min(i+crashChunk, len(recs))]...).FirstErr()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("chunk at %d: %w", i, err)
-		}
-	}
-	return nil
-}
-
-// crashBuild builds the router binary once per test, without -race so
-// that it starts and runs fast.
-func crashBuild(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go tool not found: %v", err)
-	}
-	out := filepath.Join(t.TempDir(), "router")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, ".")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, msg)
-	}
-	return out
-}
-
-// crashChild is one run of the router binary.
-type crashChild struct {
-	run    int
-	cmd    *exec.Cmd
-	spawn  time.Time
-	stderr *crashBuffer
-	stdout *crashBuffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // Wait's result, set before done is closed
-}
-
-func crashStart(t *testing.T, bin string, args []string, run int) *crashChild {
-	t.Helper()
-	c := &crashChild{run: run, stderr: &crashBuffer{}, stdout: &crashBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(bin, args...)
-	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
-	c.spawn = time.Now()
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start router: %v", err)
-	}
-	go func() {
-		c.err = c.cmd.Wait()
-		close(c.done)
-	}()
-	// Never leave a child behind, whatever happens to the test.
-	t.Cleanup(func() {
-		if !c.exited() {
-			_ = c.cmd.Process.Kill()
-			select {
-			case <-c.done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("router run %d (pid %d) did not die", run, c.cmd.Process.Pid)
-			}
-		}
-	})
-	return c
-}
-
-func (c *crashChild) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *crashChild) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(sig); err != nil && !c.exited() {
-		t.Fatalf("signal router run %d: %v", c.run, err)
-	}
-}
-
-func (c *crashChild) wait(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-c.done:
-	case <-time.After(timeout):
-		t.Fatalf("router run %d did not exit within %v", c.run, timeout)
-	}
-}
-
-// waitFor waits until the child's stderr contains s, failing if the child
-// exits first.
-func (c *crashChild) waitFor(t *testing.T, s string, timeout time.Duration) {
-	t.Helper()
-	testkit.Eventually(t, timeout, func() bool {
-		if c.stderr.Contains(s) {
-			return true
-		}
-		if c.exited() {
-			t.Fatalf("router run %d exited (%v) before logging %q:\n%s", c.run, c.err, s, c.stderr.Tail(8<<10))
-		}
-		return false
-	}, "router run %d never logged %q", c.run, s)
 }
 
 // crashRestart is what the test knew before a restart.
@@ -500,13 +369,13 @@ var crashResumeLine = regexp.MustCompile(`msg="resuming from checkpoint".* task=
 // resumes from a checkpoint one id newer, which must exist in the
 // checkpoint topic, written before the new run was spawned; it becomes the
 // restart's checkpoint for the later checks.
-func crashCheckResumed(t *testing.T, addrs []string, c *crashChild, rs *crashRestart) {
+func crashCheckResumed(t *testing.T, addrs []string, c *testkit.Child, rs *crashRestart) {
 	t.Helper()
 	got := map[string]uint64{}
-	for _, m := range crashResumeLine.FindAllStringSubmatch(c.stderr.String(), -1) {
+	for _, m := range crashResumeLine.FindAllStringSubmatch(c.Stderr.String(), -1) {
 		id, _ := strconv.ParseUint(m[2], 10, 64)
 		if _, dup := got[m[1]]; dup {
-			t.Errorf("run %d: %s resumed twice", c.run, m[1])
+			t.Errorf("run %d: %s resumed twice", c.Run, m[1])
 		}
 		got[m[1]] = id
 	}
@@ -523,20 +392,20 @@ func crashCheckResumed(t *testing.T, addrs []string, c *crashChild, rs *crashRes
 				history = crashCheckpointHistory(t, addrs)
 			}
 			i := slices.IndexFunc(history, func(cp checkpoint.Checkpoint) bool {
-				return cp.Task == name && cp.ID == id && cp.WrittenAt.Before(c.spawn)
+				return cp.Task == name && cp.ID == id && cp.WrittenAt.Before(c.Spawn)
 			})
 			if i < 0 {
-				t.Errorf("run %d: %s resumed from checkpoint %d; %d was the last before the restart", c.run, name, id, want.ID)
+				t.Errorf("run %d: %s resumed from checkpoint %d; %d was the last before the restart", c.Run, name, id, want.ID)
 				continue
 			}
-			t.Logf("run %d: %s resumed from checkpoint %d, written by the killed run just before it died", c.run, name, id)
+			t.Logf("run %d: %s resumed from checkpoint %d, written by the killed run just before it died", c.Run, name, id)
 			rs.checkpoints[name] = history[i]
 		case had && !resumed:
-			t.Errorf("run %d: %s did not log resuming from checkpoint %d", c.run, name, want.ID)
+			t.Errorf("run %d: %s did not log resuming from checkpoint %d", c.Run, name, want.ID)
 		case had:
-			t.Errorf("run %d: %s resumed from checkpoint %d, want %d", c.run, name, id, want.ID)
+			t.Errorf("run %d: %s resumed from checkpoint %d, want %d", c.Run, name, id, want.ID)
 		default:
-			t.Errorf("run %d: %s resumed from checkpoint %d, but it had none", c.run, name, id)
+			t.Errorf("run %d: %s resumed from checkpoint %d, but it had none", c.Run, name, id)
 		}
 	}
 	if t.Failed() {
@@ -670,104 +539,3 @@ func crashVerify(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Rec
 	t.Logf("%d output records in %d topics; %d duplicates after %d restarts, which could reprocess at most %d input events; %d outputs written after a restart checked against its checkpoint",
 		len(outs), len(topics), duplicates, len(restarts), reprocessable, checked)
 }
-
-// crashGroupOffsets returns the committed offsets of group for topic and
-// the topic's end offsets, by partition.
-func crashGroupOffsets(adm *kadm.Client, group, topic string) (committed, end map[int32]int64, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	offs, err := adm.FetchOffsets(ctx, group)
-	if err == nil {
-		err = offs.Error()
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("offsets of group %s: %w", group, err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("end offsets of %s: %w", topic, err)
-	}
-	committed, end = map[int32]int64{}, map[int32]int64{}
-	offs.Each(func(o kadm.OffsetResponse) {
-		if o.Topic == topic {
-			committed[o.Partition] = o.At
-		}
-	})
-	ends.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
-	return committed, end, nil
-}
-
-// crashCommittedSum is the sum of the router group's committed input
-// offsets: how many input events it has checkpointed.
-func crashCommittedSum(adm *kadm.Client) (int64, error) {
-	committed, _, err := crashGroupOffsets(adm, crashGroup, crashInput)
-	if err != nil {
-		return 0, err
-	}
-	var sum int64
-	for _, o := range committed {
-		sum += o
-	}
-	return sum, nil
-}
-
-// crashBuffer collects a child's output; safe for concurrent use.
-type crashBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *crashBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *crashBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *crashBuffer) Contains(s string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Contains(b.buf.Bytes(), []byte(s))
-}
-
-// Without returns the lines that do not contain s, at most the last n
-// bytes of them, and how many lines it left out.
-func (b *crashBuffer) Without(s string, n int) string {
-	var out strings.Builder
-	left := 0
-	for line := range strings.Lines(b.String()) {
-		if strings.Contains(line, s) {
-			left++
-			continue
-		}
-		out.WriteString(line)
-	}
-	text := out.String()
-	if len(text) > n {
-		text = "..." + text[len(text)-n:]
-	}
-	return fmt.Sprintf("%s(%d lines with %q left out)", text, left, s)
-}
-
-// Tail returns at most the last n bytes.
-func (b *crashBuffer) Tail(n int) string {
-	s := b.String()
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
-// crashLazy formats as the string f returns when printed, for failure
-// messages about state that changes while a condition is polled.
-type crashLazy func() string
-
-func (f crashLazy) String() string { return f() }

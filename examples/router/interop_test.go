@@ -99,7 +99,7 @@ func TestInteropKcat(t *testing.T) {
 	}
 
 	// Route them.
-	logs := &crashBuffer{}
+	logs := &testkit.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("router log:\n%s", logs.String())
@@ -143,21 +143,21 @@ func TestInteropKcat(t *testing.T) {
 			t.Fatalf("job stopped before routing everything: %v", err)
 		default:
 		}
-		committed, end, err := crashGroupOffsets(adm, "router", input)
+		committed, end, err := testkit.GroupOffsets(adm, "router", input)
 		if err != nil {
 			lastLag = err.Error()
 			return false
 		}
 		lastLag = fmt.Sprintf("committed %v, end %v", committed, end)
 		return len(committed) == partitions && maps.Equal(committed, end)
-	}, "the job's group offsets never reached the end of %s (%v)", input, crashLazy(func() string { return lastLag }))
+	}, "the job's group offsets never reached the end of %s (%v)", input, testkit.Lazy(func() string { return lastLag }))
 	if err := stop(); err != nil {
 		t.Fatalf("job stopped with %v", err)
 	}
 
 	// The group offsets after the stop, read by an independent admin
 	// client: lag 0 on every partition.
-	committed, end, err := crashGroupOffsets(adm, "router", input)
+	committed, end, err := testkit.GroupOffsets(adm, "router", input)
 	if err != nil {
 		t.Fatal(err)
 	}
