@@ -57,6 +57,9 @@ func NewKafka(kc stream.KafkaConfig, job string, opts KafkaOptions) (*Kafka, err
 	if err != nil {
 		return nil, err
 	}
+	// The manager reads only up to an end it knows: a fetch waiting for
+	// new data would only hold the connection.
+	cfg.Consumer.MaxWaitTime = 10 * time.Millisecond
 	conn, err := kafka.Dial(cfg, kc.Brokers)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)

@@ -23,7 +23,11 @@ type container struct {
 	// request at a time per broker connection, and a fetch waits up to
 	// Consumer.MaxWaitTime for data: sharing it would hold produce
 	// requests (and so commits) behind idle fetches.
-	input    *kafka.Conn
+	input *kafka.Conn
+	// restore reads changelogs at start, with short fetch waits: a read
+	// stops at a known offset, and a fetch waiting for data past it would
+	// hold every other task's restore behind it.
+	restore  *kafka.Conn
 	producer *kafka.Producer
 	cps      checkpoint.Manager
 	ownCPs   bool
@@ -93,6 +97,13 @@ func (c *container) start(ctx context.Context) error {
 	if c.input, err = kafka.Dial(cfg, j.Kafka.Brokers); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
+	if len(j.Stores) > 0 {
+		rcfg := *cfg
+		rcfg.Consumer.MaxWaitTime = 10 * time.Millisecond
+		if c.restore, err = kafka.Dial(&rcfg, j.Kafka.Brokers); err != nil {
+			return fmt.Errorf("task: job %q: %w", j.Name, err)
+		}
+	}
 	tasks, err := c.taskCount()
 	if err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
@@ -135,7 +146,12 @@ func (c *container) start(ctx context.Context) error {
 			return err
 		}
 	}
-	return c.restoreAll(ctx)
+	err = c.restoreAll(ctx)
+	if c.restore != nil {
+		err = errors.Join(err, c.restore.Close())
+		c.restore = nil
+	}
+	return err
 }
 
 // taskCount checks that the partitioned inputs are co-partitioned and that
@@ -342,6 +358,9 @@ func (c *container) close() error {
 	}
 	if c.input != nil {
 		errs = append(errs, c.input.Close())
+	}
+	if c.restore != nil {
+		errs = append(errs, c.restore.Close())
 	}
 	if c.conn != nil {
 		errs = append(errs, c.conn.Close())

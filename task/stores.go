@@ -2,10 +2,12 @@ package task
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -165,16 +167,36 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 	r.log.Info("restoring store from changelog", "store", s.spec.Name, "changelog", p.String(), "from", first, "to", to)
 	var recs, bytes uint64
 	nextLog := time.Now().Add(2 * time.Second)
-	batch := make([]store.Record, 0, restoreBatch)
-	err := r.c.input.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
-		batch = batch[:0]
-		for _, m := range ms {
-			batch = append(batch, store.Record{Key: m.Key, Value: m.Value})
+	// Fetching and writing overlap: an applier goroutine writes batches to
+	// the store while the next ones are read.
+	batches := make(chan []store.Record, 2)
+	applied := make(chan error, 1)
+	var failed atomic.Bool
+	go func() {
+		var err error
+		for b := range batches {
+			if err == nil {
+				if err = s.local.Restore(b); err != nil {
+					failed.Store(true)
+				}
+			}
+		}
+		applied <- err
+	}()
+	readErr := r.c.restore.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
+		if failed.Load() {
+			return errors.New("store write failed")
+		}
+		batch := make([]store.Record, len(ms))
+		for i, m := range ms {
+			batch[i] = store.Record{Key: m.Key, Value: m.Value}
 			bytes += uint64(len(m.Key) + len(m.Value))
 		}
 		recs += uint64(len(ms))
-		if err := s.local.Restore(batch); err != nil {
-			return err
+		select {
+		case batches <- batch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if now := time.Now(); now.After(nextLog) {
 			nextLog = now.Add(2 * time.Second)
@@ -187,8 +209,12 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 		}
 		return nil
 	})
-	if err != nil {
+	close(batches)
+	if err := <-applied; err != nil {
 		return err
+	}
+	if readErr != nil {
+		return readErr
 	}
 	took := time.Since(start)
 	if err := s.local.FinishRestore(store.Meta{CheckpointID: r.last.ID, Offset: to}, took); err != nil {
@@ -203,7 +229,7 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 // value the store holds at the checkpoint, or a tombstone.
 func (r *runner) trim(ctx context.Context, s *taskStore, p stream.Partition, from, to int64) error {
 	keys := map[string]struct{}{}
-	err := r.c.input.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
+	err := r.c.restore.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
 		for _, m := range ms {
 			keys[string(m.Key)] = struct{}{}
 		}

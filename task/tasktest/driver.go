@@ -563,7 +563,8 @@ func (d *Driver) window(ctx context.Context) error {
 		d.stopLocked("window failed")
 		return err
 	}
-	d.dirty = true
+	// Like the runner: what Window sent or wrote makes a commit needed,
+	// an idle Window alone does not.
 	return nil
 }
 
