@@ -2,18 +2,21 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/grete-go/grete/internal/benchkit"
 	"github.com/grete-go/grete/internal/embedded"
 )
 
@@ -92,7 +95,9 @@ func (c *child) stop() {
 }
 
 // peakRSS is the peak resident set size of an exited child, in bytes
-// (Linux reports ru_maxrss in KiB).
+// (Linux reports ru_maxrss in KiB). For a child started by this process it
+// includes this process's own peak (see benchkit.PeakRSS); the broker child
+// is measured this way only for information.
 func peakRSS(ps *os.ProcessState) int64 {
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 		return int64(ru.Maxrss) * 1024
@@ -144,7 +149,8 @@ func measureRSS(ctx context.Context, c config, stdout, stderr io.Writer) error {
 		args = append(args, "-cpuprofile", c.cpuprofile)
 	}
 	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(stdout, &out), stderr
 	// The child stops when its stdin closes: at the latest when this
 	// process exits, however it exits.
 	jobStdin, err := cmd.StdinPipe()
@@ -156,7 +162,13 @@ func measureRSS(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("job process: %w", err)
 	}
-	jobRSS := peakRSS(cmd.ProcessState)
+	// The child reports its own peak: its rusage, seen from here, would
+	// start from this process's peak.
+	m := regexp.MustCompile(`peak RSS \(VmHWM\) (\d+) bytes`).FindStringSubmatch(out.String())
+	if m == nil {
+		return errors.New("job process did not report its peak RSS")
+	}
+	jobRSS, _ := strconv.ParseInt(m[1], 10, 64)
 	fmt.Fprintf(stdout, "rss: job process caught up with the backlog in %s\n", time.Since(start).Round(time.Millisecond))
 
 	b.stop()
@@ -209,5 +221,6 @@ func runJobChild(ctx context.Context, c config, stdin io.Reader, stdout io.Write
 	}
 	fmt.Fprintf(stdout, "rss: job process: %d events in %s = %.0f msgs/s (%d records written)\n",
 		res.messages, res.elapsed.Round(time.Millisecond), res.rate(), res.outputs)
+	fmt.Fprintf(stdout, "rss: job process peak RSS (VmHWM) %d bytes\n", benchkit.PeakRSS())
 	return nil
 }

@@ -29,7 +29,7 @@ package main
 // own and not the broker's. A child stops when its standard input closes,
 // so it never outlives the program. Peak memory is the child's VmHWM:
 // its rusage ru_maxrss is printed too, but it starts from the parent's
-// peak (see peakRSS). With -bench-rounds R the measurements run R times in
+// peak (see benchkit.PeakRSS). With -bench-rounds R the measurements run R times in
 // alternating order and the medians are compared; on a shared machine use
 // several rounds, and compare CPU per event as well as rates.
 //
@@ -63,6 +63,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/benchkit"
 	"github.com/grete-go/grete/internal/embedded"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/store"
@@ -127,7 +128,7 @@ type childResult struct {
 func (r childResult) rate() float64 { return float64(r.Records) / r.Elapsed.Seconds() }
 
 // memory describes the child's peak RSS: its own (VmHWM), and what rusage
-// says, which also counts the parent's peak (see peakRSS).
+// says, which also counts the parent's peak (see benchkit.PeakRSS).
 func (r childResult) memory() string {
 	return fmt.Sprintf("peak RSS %.1f MiB (rusage ru_maxrss %.1f MiB)", float64(r.HWM)/(1<<20), float64(r.MaxRSS)/(1<<20))
 }
@@ -562,35 +563,14 @@ func runBenchChild(ctx context.Context, c config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res.CPU = cpuTime()
-	res.HWM = peakRSS()
+	res.CPU = benchkit.CPUTime()
+	res.HWM = benchkit.PeakRSS()
 	js, err := json.Marshal(res)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(stdout, "result %s\n", js)
 	return err
-}
-
-// peakRSS returns this process's peak resident set size (VmHWM, Linux),
-// or -1. Unlike the rusage of a child, it does not start from the parent's
-// peak: Go starts children with vfork, so until exec the child shares the
-// parent's memory, and Linux carries that peak over into ru_maxrss.
-func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				return -1
-			}
-			return kb << 10
-		}
-	}
-	return -1
 }
 
 // readyTask tells when it is initialised: Grete calls Init only after
