@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/crashkit"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/stream"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -136,7 +136,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 		children = append(children, c)
 		c.WaitFor(t, "job started", 60*time.Second)
 		if run > 0 {
-			crashCheckResumed(t, addrs, c, &restarts[run-1])
+			crashkit.CheckResumed(t, addrs, crashGroup, crashPartitions, c, restarts[run-1].checkpoints)
 		}
 		// Some progress: this run has checkpointed (and mirrored) beyond
 		// where the last one stopped, unless there is nothing left to do.
@@ -181,7 +181,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	final := testkit.Start(t, bin, args, len(children))
 	children = append(children, final)
 	final.WaitFor(t, "job started", 60*time.Second)
-	crashCheckResumed(t, addrs, final, &restarts[len(restarts)-1])
+	crashkit.CheckResumed(t, addrs, crashGroup, crashPartitions, final, restarts[len(restarts)-1].checkpoints)
 	var lag string
 	testkit.Eventually(t, 90*time.Second, func() bool {
 		if final.Exited() {
@@ -208,14 +208,13 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	t.Logf("%d kills; caught up and stopped cleanly %s after start", kills, time.Since(start).Round(time.Millisecond))
 
 	// The final checkpoints cover the whole input.
-	mgr := crashManager(t, addrs)
-	defer mgr.Close()
+	last := crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
 	ends := crashInputEnds(t, adm)
 	for p := range int32(crashPartitions) {
 		name := "task-" + strconv.Itoa(int(p))
-		cp, ok, err := mgr.Load(context.Background(), name)
-		if err != nil || !ok {
-			t.Fatalf("load checkpoint of %s: %v (found %v)", name, err, ok)
+		cp, ok := last[name]
+		if !ok {
+			t.Fatalf("%s has no final checkpoint", name)
 		}
 		if got := cp.Inputs[stream.Partition{Topic: crashInput, Partition: p}]; got != ends[p] {
 			t.Errorf("final checkpoint of %s is at %d, end of input %d", name, got, ends[p])
@@ -284,7 +283,7 @@ func crashReference(recs []*kgo.Record) (crashRef, error) {
 // crashRestart is what the test knew before a restart.
 type crashRestart struct {
 	// checkpoints are the tasks' checkpoints as loaded before the restart;
-	// crashCheckResumed corrects them if the killed run's last checkpoint
+	// crashkit.CheckResumed corrects them if the killed run's last checkpoint
 	// landed after the load (see there).
 	checkpoints map[string]checkpoint.Checkpoint
 	// outputEnds are the end offsets of every output topic before the
@@ -301,18 +300,7 @@ func crashPrepareRestart(t *testing.T, addrs []string, adm *kadm.Client) crashRe
 	t.Helper()
 	rs := crashRestart{checkpoints: map[string]checkpoint.Checkpoint{}, outputEnds: map[string]map[int32]int64{}}
 	rs.inputEnds = crashInputEnds(t, adm)
-	mgr := crashManager(t, addrs)
-	defer mgr.Close()
-	for p := range crashPartitions {
-		name := "task-" + strconv.Itoa(p)
-		cp, ok, err := mgr.Load(context.Background(), name)
-		if err != nil {
-			t.Fatalf("load checkpoint of %s: %v", name, err)
-		}
-		if ok {
-			rs.checkpoints[name] = cp
-		}
-	}
+	rs.checkpoints = crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ends, err := adm.ListEndOffsets(ctx) // every topic: a topic made later starts at 0
@@ -331,17 +319,6 @@ func crashPrepareRestart(t *testing.T, addrs []string, adm *kadm.Client) crashRe
 	return rs
 }
 
-// crashManager is a checkpoint manager of the test's own, to read what the
-// router wrote. The caller closes it.
-func crashManager(t *testing.T, addrs []string) *checkpoint.Kafka {
-	t.Helper()
-	mgr, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: addrs, ClientID: "crash-test"}, crashGroup, checkpoint.KafkaOptions{NoMirror: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mgr
-}
-
 func crashInputEnds(t *testing.T, adm *kadm.Client) map[int32]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -355,79 +332,6 @@ func crashInputEnds(t *testing.T, adm *kadm.Client) map[int32]int64 {
 	}
 	out := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
-}
-
-var crashResumeLine = regexp.MustCompile(`msg="resuming from checkpoint".* task=(task-\d+) id=(\d+)`)
-
-// crashCheckResumed checks that run c logged "resuming from checkpoint" for
-// exactly the tasks that had a checkpoint before it started, with the ids
-// of those checkpoints.
-//
-// One race is allowed for: a checkpoint the killed run had sent just
-// before SIGKILL can be appended after the test's load. Then the new run
-// resumes from a checkpoint one id newer, which must exist in the
-// checkpoint topic, written before the new run was spawned; it becomes the
-// restart's checkpoint for the later checks.
-func crashCheckResumed(t *testing.T, addrs []string, c *testkit.Child, rs *crashRestart) {
-	t.Helper()
-	got := map[string]uint64{}
-	for _, m := range crashResumeLine.FindAllStringSubmatch(c.Stderr.String(), -1) {
-		id, _ := strconv.ParseUint(m[2], 10, 64)
-		if _, dup := got[m[1]]; dup {
-			t.Errorf("run %d: %s resumed twice", c.Run, m[1])
-		}
-		got[m[1]] = id
-	}
-	var history []checkpoint.Checkpoint // read only when needed
-	for p := range crashPartitions {
-		name := "task-" + strconv.Itoa(p)
-		want, had := rs.checkpoints[name]
-		id, resumed := got[name]
-		switch {
-		case !had && !resumed:
-		case had && resumed && id == want.ID:
-		case resumed && id == want.ID+1: // want.ID is 0 when !had
-			if history == nil {
-				history = crashCheckpointHistory(t, addrs)
-			}
-			i := slices.IndexFunc(history, func(cp checkpoint.Checkpoint) bool {
-				return cp.Task == name && cp.ID == id && cp.WrittenAt.Before(c.Spawn)
-			})
-			if i < 0 {
-				t.Errorf("run %d: %s resumed from checkpoint %d; %d was the last before the restart", c.Run, name, id, want.ID)
-				continue
-			}
-			t.Logf("run %d: %s resumed from checkpoint %d, written by the killed run just before it died", c.Run, name, id)
-			rs.checkpoints[name] = history[i]
-		case had && !resumed:
-			t.Errorf("run %d: %s did not log resuming from checkpoint %d", c.Run, name, want.ID)
-		case had:
-			t.Errorf("run %d: %s resumed from checkpoint %d, want %d", c.Run, name, id, want.ID)
-		default:
-			t.Errorf("run %d: %s resumed from checkpoint %d, but it had none", c.Run, name, id)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-}
-
-// crashCheckpointHistory reads every record of the checkpoint topic (the
-// embedded broker compacts it only when told to).
-func crashCheckpointHistory(t *testing.T, addrs []string) []checkpoint.Checkpoint {
-	t.Helper()
-	var out []checkpoint.Checkpoint
-	for _, r := range testkit.ReadAll(t, addrs, 30*time.Second, crashGroup+"-checkpoints") {
-		if r.Value == nil {
-			continue
-		}
-		cp, err := checkpoint.Decode(r.Value)
-		if err != nil {
-			t.Fatalf("checkpoint record at offset %d: %v", r.Offset, err)
-		}
-		out = append(out, cp)
-	}
 	return out
 }
 

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -158,24 +156,6 @@ func caughtUp(adm *kadm.Client, group, topic string) (bool, string) {
 	return ok, "committed/end" + sb.String()
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestEndToEnd50kEvents(t *testing.T) {
 	const n, partitions, top = 50_000, 8, 10
 	b := testkit.Broker(t)
@@ -186,7 +166,7 @@ func TestEndToEnd50kEvents(t *testing.T) {
 	wantTop := refTop(top, want)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.Buffer
 	done := make(chan error, 1)
 	args := []string{"-brokers", strings.Join(addrs, ","), "-generate", "0", "-window", "200ms", "-commit", "200ms",
 		"-quiet", "-top", fmt.Sprint(top), "-data-dir", t.TempDir()}

@@ -1,0 +1,113 @@
+// Package crashkit checks what a job killed and restarted by a crash test
+// did with its checkpoints: that every restarted task resumed from exactly
+// the checkpoint its job had written. The process handling itself is in
+// package testkit.
+package crashkit
+
+import (
+	"context"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/testkit"
+	"github.com/grete-go/grete/stream"
+)
+
+// Checkpoints loads the checkpoints of job's tasks task-0 .. task-(tasks-1)
+// that exist, with a manager of the test's own.
+func Checkpoints(t testing.TB, addrs []string, job string, tasks int) map[string]checkpoint.Checkpoint {
+	t.Helper()
+	mgr, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: addrs, ClientID: "crash-test"}, job, checkpoint.KafkaOptions{NoMirror: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	out := map[string]checkpoint.Checkpoint{}
+	for p := range tasks {
+		name := "task-" + strconv.Itoa(p)
+		cp, ok, err := mgr.Load(context.Background(), name)
+		if err != nil {
+			t.Fatalf("load checkpoint of %s: %v", name, err)
+		}
+		if ok {
+			out[name] = cp
+		}
+	}
+	return out
+}
+
+// History reads every record of job's checkpoint topic (the embedded broker
+// compacts only when told to).
+func History(t testing.TB, addrs []string, job string) []checkpoint.Checkpoint {
+	t.Helper()
+	var out []checkpoint.Checkpoint
+	for _, r := range testkit.ReadAll(t, addrs, 30*time.Second, job+"-checkpoints") {
+		if r.Value == nil {
+			continue
+		}
+		cp, err := checkpoint.Decode(r.Value)
+		if err != nil {
+			t.Fatalf("checkpoint record at offset %d: %v", r.Offset, err)
+		}
+		out = append(out, cp)
+	}
+	return out
+}
+
+// CheckResumed checks that run c logged "resuming from checkpoint" for job
+// for exactly the tasks that had a checkpoint in before (loaded before c
+// started), with the ids of those checkpoints.
+//
+// One race is allowed for: a checkpoint the killed run had sent just
+// before SIGKILL can land after the test's load. Then the new run resumes
+// from a checkpoint one id newer, which must exist in the checkpoint topic,
+// written before the new run was spawned; before is updated to it for the
+// test's later checks.
+func CheckResumed(t testing.TB, addrs []string, job string, tasks int, c *testkit.Child, before map[string]checkpoint.Checkpoint) {
+	t.Helper()
+	line := regexp.MustCompile(`msg="resuming from checkpoint" job=` + regexp.QuoteMeta(job) + ` task=(task-\d+) id=(\d+)`)
+	got := map[string]uint64{}
+	for _, m := range line.FindAllStringSubmatch(c.Stderr.String(), -1) {
+		id, _ := strconv.ParseUint(m[2], 10, 64)
+		if _, dup := got[m[1]]; dup {
+			t.Errorf("run %d: %s resumed twice", c.Run, m[1])
+		}
+		got[m[1]] = id
+	}
+	var history []checkpoint.Checkpoint // read only when needed
+	for p := range tasks {
+		name := "task-" + strconv.Itoa(p)
+		want, had := before[name]
+		id, resumed := got[name]
+		switch {
+		case !had && !resumed:
+		case had && resumed && id == want.ID:
+		case resumed && id == want.ID+1: // want.ID is 0 when !had
+			if history == nil {
+				history = History(t, addrs, job)
+			}
+			i := slices.IndexFunc(history, func(cp checkpoint.Checkpoint) bool {
+				return cp.Task == name && cp.ID == id && cp.WrittenAt.Before(c.Spawn)
+			})
+			if i < 0 {
+				t.Errorf("run %d: %s resumed from checkpoint %d; %d was the last before the restart", c.Run, name, id, want.ID)
+				continue
+			}
+			t.Logf("run %d: %s resumed from checkpoint %d, written by the killed run just before it died", c.Run, name, id)
+			before[name] = history[i]
+		case had && !resumed:
+			t.Errorf("run %d: %s did not log resuming from checkpoint %d", c.Run, name, want.ID)
+		case had:
+			t.Errorf("run %d: %s resumed from checkpoint %d, want %d", c.Run, name, id, want.ID)
+		default:
+			t.Errorf("run %d: %s resumed from checkpoint %d, but it had none", c.Run, name, id)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
