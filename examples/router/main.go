@@ -119,7 +119,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer cluster.Close()
 	kc := cluster.Kafka("grete-router")
-	if err := exampleutil.EnsureTopics(kc, int32(c.partitions), c.input); err != nil {
+	if err := exampleutil.EnsureTopics(kc, exampleutil.Topic{Name: c.input, Partitions: int32(c.partitions)}); err != nil {
 		return err
 	}
 

@@ -83,33 +83,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/grete-go/grete/internal/embedded"
-	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/internal/exampleutil"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintln(os.Stderr, "topexperiments:", err)
-		os.Exit(1)
-	}
-}
+func main() { exampleutil.Main("topexperiments", run) }
 
 type config struct {
 	brokers     string
@@ -171,11 +155,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	log, err := exampleutil.Logger(c.logLevel, stderr)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if c.bench.child != "" {
 		return runBenchChild(ctx, c, stdout)
 	}
@@ -186,45 +169,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if c.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.duration)
-		defer cancel()
+	ctx, cancel := exampleutil.WithDuration(ctx, c.duration)
+	defer cancel()
+	cluster, err := exampleutil.Connect(c.brokers, c.dataDir, c.partitions, stdout)
+	if err != nil {
+		return err
 	}
-
-	var brokers []string
-	stateDir := ""
-	if c.dataDir != "" {
-		stateDir = filepath.Join(c.dataDir, "state")
+	defer cluster.Close()
+	stateDir, cleanup, err := cluster.StateDir(c.dataDir, "topexperiments")
+	if err != nil {
+		return err
 	}
-	if c.brokers == "" {
-		opts := embedded.Options{Partitions: c.partitions}
-		if c.dataDir != "" {
-			opts.DataDir = filepath.Join(c.dataDir, "broker")
-		} else {
-			// The broker forgets everything at exit: so must the stores.
-			tmp, err := os.MkdirTemp("", "topexperiments-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(tmp)
-			stateDir = tmp
-		}
-		b, err := embedded.Start(opts)
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		brokers = b.Addrs()
-		fmt.Fprintf(stdout, "embedded broker at %s\n", strings.Join(brokers, ","))
-	} else {
-		brokers = strings.Split(c.brokers, ",")
-	}
-	kc := stream.KafkaConfig{Brokers: brokers, ClientID: "grete-topexperiments"}
-	if err := ensureTopics(kc,
-		kafka.TopicSpec{Name: c.input, Partitions: int32(c.partitions)},
-		kafka.TopicSpec{Name: partialTopic(c.output), Partitions: 1},
-		kafka.TopicSpec{Name: c.output, Partitions: 1},
+	defer cleanup()
+	kc := cluster.Kafka("grete-topexperiments")
+	if err := exampleutil.EnsureTopics(kc,
+		exampleutil.Topic{Name: c.input, Partitions: int32(c.partitions)},
+		exampleutil.Topic{Name: partialTopic(c.output), Partitions: 1},
+		exampleutil.Topic{Name: c.output, Partitions: 1},
 	); err != nil {
 		return err
 	}
@@ -321,25 +282,6 @@ func runJobs(ctx context.Context, jobs ...*task.Job) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// ensureTopics creates the topics that are missing.
-func ensureTopics(kc stream.KafkaConfig, specs ...kafka.TopicSpec) error {
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return err
-	}
-	conn, err := kafka.Dial(cfg, kc.Brokers)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	for _, s := range specs {
-		if err := conn.EnsureTopic(s); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // board holds the latest global top for printing.

@@ -97,9 +97,14 @@ func (c *Cluster) Kafka(clientID string) stream.KafkaConfig {
 	return stream.KafkaConfig{Brokers: c.Brokers, ClientID: clientID}
 }
 
-// EnsureTopics creates each topic that is missing with partitions
-// partitions.
-func EnsureTopics(kc stream.KafkaConfig, partitions int32, topics ...string) error {
+// Topic is a topic an example needs.
+type Topic struct {
+	Name       string
+	Partitions int32
+}
+
+// EnsureTopics creates the topics that are missing.
+func EnsureTopics(kc stream.KafkaConfig, topics ...Topic) error {
 	cfg, err := kafka.Config(kc)
 	if err != nil {
 		return err
@@ -110,9 +115,27 @@ func EnsureTopics(kc stream.KafkaConfig, partitions int32, topics ...string) err
 	}
 	defer conn.Close()
 	for _, t := range topics {
-		if err := conn.EnsureTopic(kafka.TopicSpec{Name: t, Partitions: partitions}); err != nil {
+		if err := conn.EnsureTopic(kafka.TopicSpec{Name: t.Name, Partitions: t.Partitions}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// StateDir returns where an example keeps its stores: <dataDir>/state;
+// without a data dir, the job's default for a real cluster, and for an
+// in-memory embedded broker, which forgets everything at exit, a temporary
+// directory that cleanup removes.
+func (c *Cluster) StateDir(dataDir, name string) (dir string, cleanup func(), err error) {
+	if dataDir != "" {
+		return filepath.Join(dataDir, "state"), func() {}, nil
+	}
+	if c.embedded == nil {
+		return "", func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", name+"-")
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { _ = os.RemoveAll(tmp) }, nil
 }

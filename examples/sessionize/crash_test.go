@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grete-go/grete/internal/crashkit"
+	"github.com/grete-go/grete/internal/testkit"
+	"github.com/grete-go/grete/stream"
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// The crash test's parameters. The input is produced in chunks at a bounded
+// pace, so that it is still flowing while the job is killed; its event time
+// covers 50 minutes, with a gap of one minute, so sessions close, merge and
+// reopen throughout.
+const (
+	crashInput      = "events"
+	crashOutput     = "sessions"
+	crashLate       = "late"
+	crashPartitions = 8
+	crashEvents     = 300_000
+	crashChunk      = 1000
+	crashChunkEvery = 50 * time.Millisecond // 20k events/s: production spans the first kills
+	crashMinKills   = 5
+	crashMaxKills   = 10
+	crashGroup      = "sessionize"
+	crashGap        = time.Minute
+	crashGrace      = 10 * time.Second
+)
+
+// TestCrashSessionizeSIGKILL runs the job as a child process, SIGKILLs it
+// at random points while 300k events flow, and restarts it each time with
+// the same data directory, except once with a fresh one (a new machine:
+// the store is rebuilt from its changelog; the run after it goes back to the
+// old directory, which is then behind its checkpoint). After a final run
+// has caught up, emitted once more and stopped cleanly on SIGTERM, every
+// session's last snapshot must equal the reference's, exactly: no event
+// lost or counted twice, none in the wrong session, every closed session
+// final. Duplicated snapshots are allowed (at-least-once output).
+//
+// Set GRETE_CRASH_SEED to replay a run's input and kill points.
+func TestCrashSessionizeSIGKILL(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("needs POSIX signals")
+	}
+	if testing.Short() {
+		t.Skip("crash test takes a minute or more; skipped with -short")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("GRETE_CRASH_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("GRETE_CRASH_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
+
+	bin := testkit.Build(t, ".")
+	b := testkit.Broker(t)
+	addrs := b.Addrs()
+	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
+
+	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
+	recs := records(t, simulate(cfg, crashEvents, time.UnixMilli(t0), 10*time.Millisecond))
+
+	prodCtx, stopProd := context.WithCancel(context.Background())
+	prodDone := make(chan struct{})
+	var prodErr error // set before prodDone is closed
+	go func() {
+		defer close(prodDone)
+		prodErr = testkit.ProducePaced(prodCtx, addrs, crashInput, recs, crashChunk, crashChunkEvery)
+	}()
+	t.Cleanup(func() {
+		stopProd()
+		select {
+		case <-prodDone:
+		case <-time.After(30 * time.Second):
+			t.Error("producer did not stop")
+		}
+	})
+	producing := true
+	pollProducer := func() {
+		if !producing {
+			return
+		}
+		select {
+		case <-prodDone:
+			producing = false
+			if prodErr != nil {
+				t.Fatalf("producer: %v", prodErr)
+			}
+		default:
+		}
+	}
+
+	adm := kadm.NewClient(testkit.Client(t, addrs))
+	dir, freshDir := t.TempDir(), t.TempDir()
+	args := func(dir string) []string {
+		return []string{"-brokers", strings.Join(addrs, ","), "-input", crashInput, "-output", crashOutput, "-late-topic", crashLate,
+			"-gap", crashGap.String(), "-grace", crashGrace.String(), "-window", "500ms", "-commit", "200ms",
+			"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", dir}
+	}
+	// Kill points spread over the whole input: each run is killed at a
+	// random moment once the checkpoints cover a random share of it.
+	kills := crashMinKills + rng.IntN(crashMaxKills-crashMinKills+1)
+	at := make([]int64, kills)
+	for i := range at {
+		at[i] = int64(float64(crashEvents) * (0.02 + 0.93*rng.Float64()))
+	}
+	slices.Sort(at)
+	fresh := 1 + rng.IntN(kills-1) // the run that starts on a fresh directory
+	var children []*testkit.Child
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, c := range children {
+				t.Logf("run %d stderr:\n%s", i, c.Stderr.Tail(8<<10))
+			}
+		}
+	})
+	start := time.Now()
+	for run := range kills {
+		d := dir
+		if run == fresh {
+			d = freshDir
+		}
+		before, _ := testkit.CommittedSum(adm, crashGroup, crashInput)
+		c := testkit.Start(t, bin, args(d), run)
+		children = append(children, c)
+		c.WaitFor(t, "job started", 60*time.Second)
+		// Progress beyond where the last run stopped, and beyond this
+		// run's share of the input.
+		testkit.Eventually(t, 90*time.Second, func() bool {
+			if c.Exited() {
+				t.Fatalf("run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
+			}
+			pollProducer()
+			sum, err := testkit.CommittedSum(adm, crashGroup, crashInput)
+			return err == nil && sum > before && sum >= at[run]
+		}, "run %d did not get past %d events", run, at[run])
+		// A random kill point, a short while after that.
+		delay := time.Duration(rng.IntN(700)) * time.Millisecond
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-c.Done():
+			t.Fatalf("run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
+		}
+		c.Signal(t, syscall.SIGKILL)
+		c.Wait(t, 10*time.Second)
+		sum, _ := testkit.CommittedSum(adm, crashGroup, crashInput)
+		t.Logf("run %d (%s data dir): killed %v after %d events were checkpointed; %d at the kill (%s since start)",
+			run, map[bool]string{true: "fresh", false: "first"}[d == freshDir], delay, at[run], sum, time.Since(start).Round(time.Millisecond))
+	}
+	if !children[fresh].Stderr.Contains("restoring store from changelog") {
+		t.Errorf("run %d, on a fresh data directory, did not restore its store from the changelog", fresh)
+	}
+
+	// The producer has finished; one more run catches up, emits once more
+	// after that, and stops gracefully.
+	select {
+	case <-prodDone:
+		if prodErr != nil {
+			t.Fatalf("producer: %v", prodErr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("producer did not finish")
+	}
+	final := testkit.Start(t, bin, append(args(dir), "-log-level", "debug"), len(children))
+	children = append(children, final)
+	final.WaitFor(t, "job started", 60*time.Second)
+	var lag string
+	testkit.Eventually(t, 2*time.Minute, func() bool {
+		if final.Exited() {
+			t.Fatalf("final run exited on its own: %v", final.Err())
+		}
+		committed, end, err := testkit.GroupOffsets(adm, crashGroup, crashInput)
+		if err != nil {
+			lag = err.Error()
+			return false
+		}
+		lag = fmt.Sprintf("committed %v, end %v", committed, end)
+		for p := range int32(crashPartitions) {
+			if committed[p] != end[p] {
+				return false
+			}
+		}
+		return true
+	}, "the final run did not catch up: %v", testkit.Lazy(func() string { return lag }))
+	// Every event is processed. Wait until every task logs an idle window
+	// (no event since its previous Window, which therefore sent every
+	// snapshot); the graceful stop's final commit then waits until Kafka
+	// has acknowledged them.
+	caughtUp := final.Stderr.Len()
+	testkit.Eventually(t, time.Minute, func() bool {
+		idle := map[string]bool{}
+		for _, m := range crashIdleLine.FindAllStringSubmatch(final.Stderr.From(caughtUp), -1) {
+			idle[m[1]] = true
+		}
+		return len(idle) == crashPartitions
+	}, "not every task ran an idle window after catching up")
+	final.Signal(t, syscall.SIGTERM)
+	final.Wait(t, 45*time.Second)
+	if final.Err() != nil {
+		t.Fatalf("job exited with %v after SIGTERM, want exit code 0", final.Err())
+	}
+	t.Logf("%d kills; caught up and stopped cleanly %s after start", kills, time.Since(start).Round(time.Millisecond))
+
+	// The reference reads the input where it landed (kgo set each record's
+	// partition and offset).
+	ref, err := refSessionize(refInputs(recs), crashGap.Milliseconds(), crashGrace.Milliseconds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := crashEnds(t, adm, crashInput)
+	last := crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
+	if len(last) != crashPartitions {
+		t.Fatalf("%d of %d tasks have a final checkpoint", len(last), crashPartitions)
+	}
+	for name, cp := range last {
+		p, _ := strconv.Atoi(strings.TrimPrefix(name, "task-"))
+		if got := cp.Inputs[stream.Partition{Topic: crashInput, Partition: int32(p)}]; got != ends[int32(p)] {
+			t.Errorf("final checkpoint of %s is at %d, end of input %d", name, got, ends[int32(p)])
+		}
+	}
+	outs, lates := readOutputs(t, addrs, crashOutput, crashLate)
+	res := verifySnapshots(t, outs, ref, false)
+	verifyLate(t, lates, ref, false)
+	t.Logf("%d events: %d sessions (%d closed, %d keys with several sessions), %d late; %d snapshots, %d late records",
+		len(recs), res.sessions, res.finals, res.multiKeys, len(ref.late), res.snapshots, len(lates))
+	if res.finals == 0 || len(ref.late) == 0 || res.finals == res.sessions {
+		t.Errorf("the input exercises too little: %d of %d sessions closed, %d late events", res.finals, res.sessions, len(ref.late))
+	}
+}
+
+// crashIdleLine is the task's debug log of a Window that found no event
+// since the previous one: its snapshots cover everything processed.
+var crashIdleLine = regexp.MustCompile(`msg="idle window[^"]*" job=\S+ task=(task-\d+)`)
+
+func crashEnds(t *testing.T, adm *kadm.Client, topic string) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		t.Fatalf("end offsets of %s: %v", topic, err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}

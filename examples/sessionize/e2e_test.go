@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grete-go/grete/internal/testkit"
+	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/task"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The end-to-end tests run the job in-process on an embedded broker, read
+// the output back with an independent client (kgo), and compare it with
+// the reference.
+
+const (
+	e2eInput  = "events"
+	e2eOutput = "sessions"
+	e2eLate   = "late"
+	e2eGap    = 30 * time.Second
+	e2eGrace  = 10 * time.Second
+)
+
+// e2eTraffic is generated traffic that exercises everything within a few
+// minutes of event time: sessions that close, merge and reopen, events out
+// of order and late.
+func e2eTraffic(seed uint64, n int) []Event {
+	cfg := genConfig{Seed: seed, Gap: e2eGap, Grace: e2eGrace, Active: 750, Visitors: 5000, OutOfOrder: 0.1, Late: 0.01}
+	return simulate(cfg, n, time.UnixMilli(t0), 20*time.Millisecond)
+}
+
+// records turns events into input records keyed by visitor_id.
+func records(t testing.TB, evs []Event) []*kgo.Record {
+	t.Helper()
+	recs := make([]*kgo.Record, len(evs))
+	for i := range evs {
+		v, err := json.Marshal(&evs[i])
+		require.NoError(t, err)
+		recs[i] = &kgo.Record{Key: []byte(evs[i].VisitorID), Value: v}
+	}
+	return recs
+}
+
+// refInputs are the produced records as the reference reads them: kgo
+// has set the partition and offset of each.
+func refInputs(recs []*kgo.Record) []refInput {
+	in := make([]refInput, len(recs))
+	for i, r := range recs {
+		in[i] = refInput{Partition: r.Partition, Offset: r.Offset, Value: r.Value}
+	}
+	return in
+}
+
+// readOutputs reads the snapshot topic and the values of the late topic.
+func readOutputs(t testing.TB, addrs []string, output, late string) ([]refOutput, [][]byte) {
+	t.Helper()
+	var outs []refOutput
+	var lates [][]byte
+	for _, r := range testkit.ReadAll(t, addrs, 2*time.Minute, output, late) {
+		if r.Topic == late {
+			lates = append(lates, r.Value)
+			continue
+		}
+		outs = append(outs, refOutput{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
+	}
+	return outs, lates
+}
+
+func e2eJob(addrs []string, dir string, window time.Duration, stats *Stats) *task.Job {
+	return newJob(jobConfig{
+		settings:       settings{Output: e2eOutput, LateTopic: e2eLate, Gap: e2eGap, Grace: e2eGrace},
+		Name:           "sessionize",
+		Kafka:          stream.KafkaConfig{Brokers: addrs},
+		Input:          e2eInput,
+		Window:         window,
+		CommitInterval: 200 * time.Millisecond,
+		DataDir:        dir,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, stats)
+}
+
+// e2eStart runs job in the background. stop cancels it and returns what
+// Run returned; a test that fails before calling stop still stops the job.
+func e2eStart(t *testing.T, job *task.Job) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- job.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute):
+				err = fmt.Errorf("job %s did not stop within a minute of cancellation", job.Name)
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// waitWindowAfter waits until the job has processed n events and every
+// task has then run its Window: every session changed by the input has had
+// its snapshot sent.
+func waitWindowAfter(t *testing.T, job *task.Job, n uint64) {
+	t.Helper()
+	testkit.Eventually(t, 2*time.Minute, func() bool {
+		var in uint64
+		for _, s := range job.Stats() {
+			in += s.Processed + s.Skipped + s.DeadLettered
+		}
+		return in == n
+	}, "the job did not process all %d events", n)
+	// A Window call that is under way now started after the last Process,
+	// since a task makes one call at a time: any call that ends from now
+	// on will do.
+	var calls []uint64
+	for _, s := range job.Stats() {
+		calls = append(calls, s.WindowCalls)
+	}
+	testkit.Eventually(t, time.Minute, func() bool {
+		ts := job.Stats()
+		for i, s := range ts {
+			if s.WindowCalls <= calls[i] {
+				return false
+			}
+		}
+		return len(ts) == len(calls)
+	}, "not every task ran its Window after the input")
+}
+
+func TestEndToEnd20kEvents(t *testing.T) {
+	const n, partitions = 20_000, 8
+	b := testkit.Broker(t)
+	addrs := b.Addrs()
+	testkit.CreateTopic(t, addrs, e2eInput, partitions, nil)
+	recs := records(t, e2eTraffic(7, n))
+	testkit.Produce(t, addrs, e2eInput, recs)
+	ref, err := refSessionize(refInputs(recs), e2eGap.Milliseconds(), e2eGrace.Milliseconds())
+	require.NoError(t, err)
+
+	stats := &Stats{}
+	job := e2eJob(addrs, t.TempDir(), 200*time.Millisecond, stats)
+	stop := e2eStart(t, job)
+	waitWindowAfter(t, job, n)
+	tot := stats.Totals()
+	require.NoError(t, stop())
+
+	outs, lates := readOutputs(t, addrs, e2eOutput, e2eLate)
+	res := verifySnapshots(t, outs, ref, true)
+	verifyLate(t, lates, ref, true)
+	require.Equal(t, uint64(len(ref.late)), tot.Late)
+	t.Logf("%d events: %d sessions (%d closed, %d merges, %d keys with several sessions), %d late; %d snapshots",
+		n, res.sessions, res.finals, tot.Merged, res.multiKeys, len(ref.late), res.snapshots)
+	require.NotZero(t, res.finals)
+	require.NotZero(t, tot.Merged)
+	require.NotEmpty(t, ref.late)
+	require.Less(t, res.finals, res.sessions, "some sessions are still open at the end")
+
+	// The outputs are ordinary delete-policy topics.
+	adm := kadm.NewClient(testkit.Client(t, addrs))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfgs, err := adm.DescribeTopicConfigs(ctx, e2eOutput, e2eLate)
+	require.NoError(t, err)
+	for _, rc := range cfgs {
+		require.NoError(t, rc.Err)
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" {
+				require.Equal(t, "delete", c.MaybeValue(), "%s", rc.Name)
+			}
+		}
+	}
+}
+
+// TestSnapshotsAfterRestart stops the job before any Window ran: the
+// sessions changed by then are emitted by the next run, from the changes
+// the store tracked, and not from the input, which the restart does not
+// reprocess.
+func TestSnapshotsAfterRestart(t *testing.T) {
+	const n, partitions = 5000, 4
+	b := testkit.Broker(t)
+	addrs := b.Addrs()
+	testkit.CreateTopic(t, addrs, e2eInput, partitions, nil)
+	recs := records(t, e2eTraffic(8, n))
+	testkit.Produce(t, addrs, e2eInput, recs)
+	ref, err := refSessionize(refInputs(recs), e2eGap.Milliseconds(), e2eGrace.Milliseconds())
+	require.NoError(t, err)
+	dir := t.TempDir()
+
+	// First run: no Window within the test's time.
+	stats := &Stats{}
+	job := e2eJob(addrs, dir, time.Hour, stats)
+	stop := e2eStart(t, job)
+	testkit.Eventually(t, time.Minute, func() bool { return stats.Totals().Added+stats.Totals().Late == n },
+		"the first run did not process all %d events", n)
+	first := stats.Totals()
+	require.NoError(t, stop())
+	require.Equal(t, first.Snapshots, first.Finals, "only finals before the first Window")
+
+	// Second run: nothing to reprocess, yet every open session is emitted.
+	stats = &Stats{}
+	job = e2eJob(addrs, dir, 200*time.Millisecond, stats)
+	stop = e2eStart(t, job)
+	testkit.Eventually(t, time.Minute, func() bool {
+		ts := job.Stats()
+		for _, s := range ts {
+			if s.WindowCalls == 0 {
+				return false
+			}
+		}
+		return len(ts) == partitions
+	}, "the second run's tasks did not run their Window")
+	second := stats.Totals()
+	require.NoError(t, stop())
+	require.Zero(t, second.Added+second.Late, "the restart reprocessed input")
+	require.Equal(t, first.Open, int(second.Snapshots), "every open session is emitted once")
+
+	outs, lates := readOutputs(t, addrs, e2eOutput, e2eLate)
+	verifySnapshots(t, outs, ref, true)
+	verifyLate(t, lates, ref, true)
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grete-go/grete/store"
+	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/task"
+	"github.com/grete-go/grete/window"
+)
+
+// storeName is the store that holds the open sessions; its changelog is
+// "<job>-sessions-changelog".
+const storeName = "sessions"
+
+// settings are what every task of the job shares.
+type settings struct {
+	Output    string        // topic of the snapshots
+	LateTopic string        // side output for late events; "" drops them
+	Gap       time.Duration // a session ends after Gap without events
+	Grace     time.Duration // how long a session stays open after its end, for late events
+}
+
+// jobConfig is everything newJob needs.
+type jobConfig struct {
+	settings
+	Name           string
+	Kafka          stream.KafkaConfig
+	Input          string
+	Window         time.Duration // period of the snapshot emits
+	CommitInterval time.Duration
+	DataDir        string
+	Logger         *slog.Logger
+}
+
+// newJob returns the sessionize job. The snapshot topic (and the late topic)
+// are ordinary delete-policy topics: a compacted topic would keep the last
+// snapshot of every session for ever, since the job never deletes one.
+func newJob(c jobConfig, stats *Stats) *task.Job {
+	outputs := []task.OutputTopic{{Name: c.Output}}
+	if c.LateTopic != "" {
+		outputs = append(outputs, task.OutputTopic{Name: c.LateTopic})
+	}
+	set := c.settings
+	return &task.Job{
+		Name:           c.Name,
+		Kafka:          c.Kafka,
+		Inputs:         []string{c.Input},
+		Stores:         []store.Spec{{Name: storeName, TrackChanges: true}},
+		DataDir:        c.DataDir,
+		Window:         c.Window,
+		CommitInterval: c.CommitInterval,
+		OnError:        task.DeadLetter,
+		Outputs:        outputs,
+		Logger:         c.Logger,
+		NewTask:        func() task.StreamTask { return newSessionizer(set, stats) },
+	}
+}
+
+// Sessionizer is the job's task: it folds each event into the session of
+// its session_id with a window.Aggregator over session windows, and emits
+// a snapshot of every session that changed on every Window, and a final
+// snapshot when a session closes.
+type Sessionizer struct {
+	set   settings
+	stats *Stats
+	agg   *window.Aggregator[string, *Event, state]
+
+	// Per call: where emits go, and the message being processed (for the
+	// late topic).
+	out task.Collector
+	cur stream.Message
+	ev  Event // decoded into for every message
+
+	log *slog.Logger
+	// events counts Process calls, eventsAtWindow the count at the last
+	// Window: equal at a Window, the previous Window came after every
+	// event so far, and its snapshots are current.
+	events, eventsAtWindow uint64
+
+	emitFn window.EmitFunc[string, state]
+	lateFn window.LateFunc[string, *Event]
+}
+
+func newSessionizer(set settings, stats *Stats) *Sessionizer {
+	if stats == nil {
+		stats = &Stats{}
+	}
+	s := &Sessionizer{set: set, stats: stats}
+	s.emitFn = s.emit
+	if set.LateTopic != "" {
+		s.lateFn = s.late
+	}
+	return s
+}
+
+// Init implements task.InitableTask.
+func (s *Sessionizer) Init(_ context.Context, tc task.Context) error {
+	s.log = tc.Logger()
+	st, err := tc.Store(storeName)
+	if err != nil {
+		return err
+	}
+	s.agg, err = window.New(st, window.Options[string, *Event, state]{
+		Windows:     window.Sessions(s.set.Gap),
+		Grace:       s.set.Grace,
+		Keys:        stream.String(),
+		Values:      stateSerde{},
+		Add:         func(acc state, e *Event, _ time.Time) state { return addEvent(acc, e) },
+		Merge:       mergeStates,
+		EmitUpdates: true,
+	})
+	if err != nil {
+		return err
+	}
+	s.stats.register(s)
+	return nil
+}
+
+// Process implements task.StreamTask. A value that is not an event is an
+// error, handled by the job's policy (dead-letter).
+func (s *Sessionizer) Process(_ context.Context, m stream.Message, out task.Collector, _ task.Coordinator) error {
+	s.events++
+	if err := parseEvent(m.Value, &s.ev); err != nil {
+		return err
+	}
+	if err := s.ev.validate(); err != nil {
+		return err
+	}
+	s.out, s.cur = out, m
+	err := s.agg.Add(s.ev.SessionID, &s.ev, time.UnixMilli(s.ev.TS), s.emitFn, s.lateFn)
+	s.cur = stream.Message{} // hold on to no input
+	return err
+}
+
+// Window implements task.WindowableTask: close what is due and emit every
+// session that changed since the last Window.
+func (s *Sessionizer) Window(_ context.Context, out task.Collector, _ task.Coordinator) error {
+	s.out = out
+	if err := s.agg.Flush(s.emitFn); err != nil {
+		return err
+	}
+	if s.events == s.eventsAtWindow {
+		s.log.Debug("idle window: the snapshots sent cover every event processed")
+	}
+	s.eventsAtWindow = s.events
+	return nil
+}
+
+// Close implements task.ClosableTask.
+func (s *Sessionizer) Close(context.Context) error {
+	s.stats.unregister(s)
+	return nil
+}
+
+func (s *Sessionizer) emit(e window.Emit[string, state]) error {
+	snap, err := snapshot(e.Key, e.Value, e.Final)
+	if err != nil {
+		return err
+	}
+	b := snap.appendJSON(make([]byte, 0, 256+64*len(snap.Events)))
+	if err := s.out.Send(stream.Outgoing{Topic: s.set.Output, Key: []byte(e.Key), Value: b}); err != nil {
+		return err
+	}
+	s.stats.snapshots.Add(1)
+	if e.Final {
+		s.stats.finals.Add(1)
+	}
+	return nil
+}
+
+// late copies a late event, as it came, to the late topic.
+func (s *Sessionizer) late(string, *Event, time.Time) error {
+	m := &s.cur
+	return s.out.Send(stream.Outgoing{Topic: s.set.LateTopic, Key: m.Key, Value: m.Value, Headers: m.Headers, Timestamp: m.Timestamp})
+}
+
+// stateSerde stores a state as it is: it is already bytes.
+type stateSerde struct{}
+
+func (stateSerde) Encode(v state) ([]byte, error) { return v, nil }
+func (stateSerde) Decode(b []byte) (state, error) { return state(b), nil }
+
+// Stats counts what the tasks of a job emit; safe for concurrent use.
+type Stats struct {
+	snapshots, finals atomic.Uint64
+
+	mu    sync.Mutex
+	tasks map[*Sessionizer]struct{}
+	gone  window.Stats // counters of tasks that closed
+}
+
+func (st *Stats) register(s *Sessionizer) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.tasks == nil {
+		st.tasks = map[*Sessionizer]struct{}{}
+	}
+	st.tasks[s] = struct{}{}
+}
+
+func (st *Stats) unregister(s *Sessionizer) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, ok := st.tasks[s]; !ok {
+		return
+	}
+	delete(st.tasks, s)
+	a := s.agg.Stats()
+	st.gone.Added += a.Added
+	st.gone.Late += a.Late
+	st.gone.Closed += a.Closed
+	st.gone.Merged += a.Merged
+	st.gone.Open += a.Open
+}
+
+// Totals are a job's counters at one moment.
+type Totals struct {
+	Snapshots uint64 // snapshots emitted, finals included
+	Finals    uint64 // final snapshots: sessions closed
+	Added     uint64 // events folded into sessions
+	Late      uint64 // events dropped (or sent to the late topic) as late
+	Merged    uint64 // sessions merged into others by a bridging event
+	Open      int    // sessions open now (in a closed task: when it closed)
+}
+
+// Totals sums the counters of every task.
+func (st *Stats) Totals() Totals {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	t := Totals{
+		Snapshots: st.snapshots.Load(), Finals: st.finals.Load(),
+		Added: st.gone.Added, Late: st.gone.Late, Merged: st.gone.Merged, Open: st.gone.Open,
+	}
+	for s := range st.tasks {
+		a := s.agg.Stats()
+		t.Added += a.Added
+		t.Late += a.Late
+		t.Merged += a.Merged
+		t.Open += a.Open
+	}
+	return t
+}
