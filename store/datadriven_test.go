@@ -6,13 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grete-go/grete/internal/ddtest"
 )
 
 // The data-driven suite: every file in testdata/ is a list of commands and
@@ -68,114 +68,15 @@ func TestDataDriven(t *testing.T) {
 }
 
 // ddCase is one command of a data file.
-type ddCase struct {
-	line     int // of the command, 1-based
-	cmd      string
-	args     []string          // positional arguments
-	opts     map[string]string // key=value arguments
-	input    []string
-	expected string
-}
-
-// ddChunk is a part of a data file: a case, or raw text (comments and
-// blank lines) kept as it is when rewriting.
-type ddChunk struct {
-	raw string
-	c   *ddCase
-}
-
-func parseDataFile(t *testing.T, path string) []ddChunk {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chunks []ddChunk
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	for i := 0; i < len(lines); {
-		l := lines[i]
-		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
-			chunks = append(chunks, ddChunk{raw: l})
-			i++
-			continue
-		}
-		c := &ddCase{line: i + 1, opts: map[string]string{}}
-		fields := strings.Fields(l)
-		c.cmd = fields[0]
-		for _, f := range fields[1:] {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				c.opts[k] = v
-			} else {
-				c.args = append(c.args, f)
-			}
-		}
-		i++
-		for ; i < len(lines) && lines[i] != "----"; i++ {
-			c.input = append(c.input, lines[i])
-		}
-		if i == len(lines) {
-			t.Fatalf("%s:%d: command %q has no ---- line", path, c.line, c.cmd)
-		}
-		i++
-		var exp []string
-		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
-			exp = append(exp, lines[i])
-		}
-		c.expected = strings.Join(exp, "\n")
-		chunks = append(chunks, ddChunk{c: c})
-	}
-	return chunks
-}
-
 func runDataFile(t *testing.T, path string, eng Engine, rewrite bool) {
-	chunks := parseDataFile(t, path)
 	h := newHarness(t, eng)
 	defer h.closeAll()
-	var out strings.Builder
-	for _, ch := range chunks {
-		if ch.c == nil {
-			out.WriteString(ch.raw + "\n")
-			continue
+	ddtest.Run(t, path, rewrite, func(c *ddtest.Case) string {
+		if only, ok := c.Opts["engine"]; ok && only != eng.String() {
+			return c.Expected // not for this engine
 		}
-		c := ch.c
-		var got string
-		if only, ok := c.opts["engine"]; ok && only != eng.String() {
-			got = c.expected // not for this engine
-		} else {
-			got = strings.TrimRight(h.run(c), "\n")
-		}
-		if strings.Contains(got, "\n\n") {
-			t.Fatalf("%s:%d: %s: output has a blank line, which the file format cannot hold:\n%s", path, c.line, c.cmd, got)
-		}
-		if !rewrite && got != c.expected {
-			t.Errorf("%s:%d: %s\nexpected:\n%s\ngot:\n%s", path, c.line, c.cmd, c.expected, got)
-		}
-		// Reconstruct the case.
-		var cl []string
-		cl = append(cl, c.cmd)
-		cl = append(cl, c.args...)
-		keys := make([]string, 0, len(c.opts))
-		for k := range c.opts {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			cl = append(cl, k+"="+c.opts[k])
-		}
-		out.WriteString(strings.Join(cl, " ") + "\n")
-		for _, in := range c.input {
-			out.WriteString(in + "\n")
-		}
-		out.WriteString("----\n")
-		if got != "" {
-			out.WriteString(got + "\n")
-		}
-	}
-	if rewrite {
-		if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return h.run(c)
+	})
 }
 
 // t0 is the injected clock's start; times print relative to it.
@@ -300,25 +201,16 @@ func (h *harness) open(dir string) error {
 	return nil
 }
 
-func hasArg(c *ddCase, a string) bool {
-	for _, x := range c.args {
-		if x == a {
-			return true
-		}
-	}
-	return false
-}
-
 // flush calls Flush, checks that records come in strictly increasing key
 // order, prints each with w and returns copies of them.
-func (h *harness) flush(c *ddCase, w func(string, ...any)) ([]Record, error) {
+func (h *harness) flush(c *ddtest.Case, w func(string, ...any)) ([]Record, error) {
 	var recs []Record
 	err := h.s.Flush(func(k, v []byte) error {
 		if n := len(recs); n > 0 && bytes.Compare(recs[n-1].Key, k) >= 0 {
-			h.t.Errorf("line %d: flush: records not in strictly increasing key order: %q then %q", c.line, recs[n-1].Key, k)
+			h.t.Errorf("line %d: flush: records not in strictly increasing key order: %q then %q", c.Line, recs[n-1].Key, k)
 		}
 		line := engineRecord(k, v)
-		if f, ok := c.opts["fail"]; ok && strings.Contains(line, f) {
+		if f, ok := c.Opts["fail"]; ok && strings.Contains(line, f) {
 			return fmt.Errorf("emit failed at %s", line)
 		}
 		w("%s", line)
@@ -332,39 +224,39 @@ func (h *harness) flush(c *ddCase, w func(string, ...any)) ([]Record, error) {
 	return recs, err
 }
 
-func (h *harness) run(c *ddCase) string {
+func (h *harness) run(c *ddtest.Case) string {
 	t := h.t
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	need := func(n int) {
-		if len(c.args) < n {
-			t.Fatalf("line %d: %s needs %d arguments", c.line, c.cmd, n)
+		if len(c.Args) < n {
+			t.Fatalf("line %d: %s needs %d arguments", c.Line, c.Cmd, n)
 		}
 	}
-	if h.s == nil && c.cmd != "open" {
-		t.Fatalf("line %d: no store: start with open", c.line)
+	if h.s == nil && c.Cmd != "open" {
+		t.Fatalf("line %d: no store: start with open", c.Line)
 	}
-	switch c.cmd {
+	switch c.Cmd {
 	case "open":
 		// open [track] ttl=D buffer=N: a new, empty store.
 		h.closeAll()
 		h.spec = Spec{Name: "s", Engine: h.eng}
-		for _, a := range c.args {
+		for _, a := range c.Args {
 			switch a {
 			case "track":
 				h.spec.TrackChanges = true
 			default:
-				t.Fatalf("line %d: open: unknown flag %q", c.line, a)
+				t.Fatalf("line %d: open: unknown flag %q", c.Line, a)
 			}
 		}
-		if v, ok := c.opts["ttl"]; ok {
+		if v, ok := c.Opts["ttl"]; ok {
 			d, err := time.ParseDuration(v)
 			if err != nil {
 				t.Fatal(err)
 			}
 			h.spec.TTL = d
 		}
-		if v, ok := c.opts["buffer"]; ok {
+		if v, ok := c.Opts["buffer"]; ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				t.Fatal(err)
@@ -378,7 +270,7 @@ func (h *harness) run(c *ddCase) string {
 
 	case "put":
 		// put k [v] [k v]...; or input lines "k [v]". A missing value is nil.
-		pairs := c.args
+		pairs := c.Args
 		var lines [][]string
 		if len(pairs) == 1 {
 			lines = append(lines, pairs)
@@ -386,7 +278,7 @@ func (h *harness) run(c *ddCase) string {
 		for i := 0; i+1 < len(pairs); i += 2 {
 			lines = append(lines, pairs[i:i+2])
 		}
-		for _, in := range c.input {
+		for _, in := range c.Input {
 			lines = append(lines, strings.Fields(in))
 		}
 		for _, kv := range lines {
@@ -401,22 +293,22 @@ func (h *harness) run(c *ddCase) string {
 
 	case "put-all":
 		var es []Entry
-		for i := 0; i+1 < len(c.args); i += 2 {
-			es = append(es, Entry{Key: key(c.args[i]), Value: key(c.args[i+1])})
+		for i := 0; i+1 < len(c.Args); i += 2 {
+			es = append(es, Entry{Key: key(c.Args[i]), Value: key(c.Args[i+1])})
 		}
 		if err := h.s.PutAll(es); err != nil {
 			w("%s", errLine(err))
 		}
 
 	case "delete":
-		for _, k := range c.args {
+		for _, k := range c.Args {
 			if err := h.s.Delete(key(k)); err != nil {
 				w("%s", errLine(err))
 			}
 		}
 
 	case "get":
-		for _, k := range c.args {
+		for _, k := range c.Args {
 			v, ok, err := h.s.Get(key(k))
 			switch {
 			case err != nil:
@@ -435,24 +327,24 @@ func (h *harness) run(c *ddCase) string {
 
 	case "range", "prefix":
 		var it Iterator
-		if c.cmd == "range" {
+		if c.Cmd == "range" {
 			var start, end []byte
-			if len(c.args) > 0 {
-				start = key(c.args[0])
+			if len(c.Args) > 0 {
+				start = key(c.Args[0])
 			}
-			if len(c.args) > 1 {
-				end = key(c.args[1])
+			if len(c.Args) > 1 {
+				end = key(c.Args[1])
 			}
 			it = h.s.Range(start, end)
 		} else {
 			need(1)
-			it = h.s.Prefix(key(c.args[0]))
+			it = h.s.Prefix(key(c.Args[0]))
 		}
 		n := 0
 		var prev []byte
 		for it.Next() {
 			if n > 0 && bytes.Compare(prev, it.Key()) >= 0 {
-				t.Errorf("line %d: keys out of order: %q then %q", c.line, prev, it.Key())
+				t.Errorf("line %d: keys out of order: %q then %q", c.Line, prev, it.Key())
 			}
 			prev = bytes.Clone(it.Key())
 			w("%s: %s", pk(it.Key()), pk(it.Value()))
@@ -470,36 +362,36 @@ func (h *harness) run(c *ddCase) string {
 	case "iter-open":
 		// iter-open name range [start] [end] | iter-open name prefix p
 		need(2)
-		name := c.args[0]
+		name := c.Args[0]
 		var it Iterator
-		switch c.args[1] {
+		switch c.Args[1] {
 		case "range":
 			var start, end []byte
-			if len(c.args) > 2 {
-				start = key(c.args[2])
+			if len(c.Args) > 2 {
+				start = key(c.Args[2])
 			}
-			if len(c.args) > 3 {
-				end = key(c.args[3])
+			if len(c.Args) > 3 {
+				end = key(c.Args[3])
 			}
 			it = h.s.Range(start, end)
 		case "prefix":
 			need(3)
-			it = h.s.Prefix(key(c.args[2]))
+			it = h.s.Prefix(key(c.Args[2]))
 		default:
-			t.Fatalf("line %d: iter-open: range or prefix", c.line)
+			t.Fatalf("line %d: iter-open: range or prefix", c.Line)
 		}
 		h.iters[name] = it
 
 	case "iter-next":
 		// iter-next name [n]: advance n times (default 1), printing each entry.
 		need(1)
-		it := h.iters[c.args[0]]
+		it := h.iters[c.Args[0]]
 		if it == nil {
-			t.Fatalf("line %d: no iterator %q", c.line, c.args[0])
+			t.Fatalf("line %d: no iterator %q", c.Line, c.Args[0])
 		}
 		n := 1
-		if len(c.args) > 1 {
-			n, _ = strconv.Atoi(c.args[1])
+		if len(c.Args) > 1 {
+			n, _ = strconv.Atoi(c.Args[1])
 		}
 		for i := 0; i < n; i++ {
 			if !it.Next() {
@@ -515,11 +407,11 @@ func (h *harness) run(c *ddCase) string {
 
 	case "iter-close":
 		need(1)
-		it := h.iters[c.args[0]]
+		it := h.iters[c.Args[0]]
 		if it == nil {
-			t.Fatalf("line %d: no iterator %q", c.line, c.args[0])
+			t.Fatalf("line %d: no iterator %q", c.Line, c.Args[0])
 		}
-		delete(h.iters, c.args[0])
+		delete(h.iters, c.Args[0])
 		if err := it.Close(); err != nil {
 			w("%s", errLine(err))
 		}
@@ -539,7 +431,7 @@ func (h *harness) run(c *ddCase) string {
 		} else if len(recs) == 0 {
 			w("<none>")
 		}
-		if hasArg(c, "log") {
+		if c.HasArg("log") {
 			h.log = append(h.log, recs...)
 		}
 
@@ -548,9 +440,9 @@ func (h *harness) run(c *ddCase) string {
 		// whose records join the changelog (printed with verbose), then
 		// Commit with the next checkpoint id and the last changelog offset
 		// unless given. With noflush, Commit alone.
-		if !hasArg(c, "noflush") {
+		if !c.HasArg("noflush") {
 			quiet := func(string, ...any) {}
-			if hasArg(c, "verbose") {
+			if c.HasArg("verbose") {
 				quiet = w
 			}
 			recs, err := h.flush(c, quiet)
@@ -561,10 +453,10 @@ func (h *harness) run(c *ddCase) string {
 			h.log = append(h.log, recs...)
 		}
 		m := Meta{CheckpointID: h.meta.CheckpointID + 1, Offset: int64(len(h.log)) - 1}
-		if v, ok := c.opts["id"]; ok {
+		if v, ok := c.Opts["id"]; ok {
 			m.CheckpointID, _ = strconv.ParseUint(v, 10, 64)
 		}
-		if v, ok := c.opts["offset"]; ok {
+		if v, ok := c.Opts["offset"]; ok {
 			m.Offset, _ = strconv.ParseInt(v, 10, 64)
 		}
 		if err := h.s.Commit(m); err != nil {
@@ -586,7 +478,7 @@ func (h *harness) run(c *ddCase) string {
 
 	case "advance":
 		need(1)
-		d, err := time.ParseDuration(c.args[0])
+		d, err := time.ParseDuration(c.Args[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -596,11 +488,11 @@ func (h *harness) run(c *ddCase) string {
 	case "take-changes":
 		// take-changes [limit] [fail=KEY]: fn fails on KEY.
 		limit := 0
-		if len(c.args) > 0 {
-			limit, _ = strconv.Atoi(c.args[0])
+		if len(c.Args) > 0 {
+			limit, _ = strconv.Atoi(c.Args[0])
 		}
 		n, err := h.s.TakeChanges(limit, func(k, v []byte) error {
-			if f, ok := c.opts["fail"]; ok && string(k) == f {
+			if f, ok := c.Opts["fail"]; ok && string(k) == f {
 				return errors.New("fn failed at " + f)
 			}
 			if v == nil {
@@ -641,15 +533,15 @@ func (h *harness) run(c *ddCase) string {
 		// engine-value data|change KEY
 		need(2)
 		var ns byte
-		switch c.args[0] {
+		switch c.Args[0] {
 		case "data":
 			ns = nsData
 		case "change":
 			ns = nsChange
 		default:
-			t.Fatalf("line %d: engine-value data|change KEY", c.line)
+			t.Fatalf("line %d: engine-value data|change KEY", c.Line)
 		}
-		k := append([]byte{ns}, key(c.args[1])...)
+		k := append([]byte{ns}, key(c.Args[1])...)
 		v, err := h.s.EngineValue(k)
 		switch {
 		case err != nil:
@@ -695,7 +587,7 @@ func (h *harness) run(c *ddCase) string {
 		}
 		recs := h.log[:h.logged]
 		batch := len(recs)
-		if v, ok := c.opts["batch"]; ok {
+		if v, ok := c.Opts["batch"]; ok {
 			batch, _ = strconv.Atoi(v)
 		}
 		for len(recs) > 0 {
@@ -719,26 +611,7 @@ func (h *harness) run(c *ddCase) string {
 		}
 
 	default:
-		t.Fatalf("line %d: unknown command %q", c.line, c.cmd)
+		t.Fatalf("line %d: unknown command %q", c.Line, c.Cmd)
 	}
 	return b.String()
-}
-
-// TestDataFileFormat checks the parser on a small file.
-func TestDataFileFormat(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f")
-	src := "# c\nput a 1\n----\n\nget a b\n----\na: 1\nb: <not found>\n"
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	chunks := parseDataFile(t, path)
-	var cases []*ddCase
-	for _, ch := range chunks {
-		if ch.c != nil {
-			cases = append(cases, ch.c)
-		}
-	}
-	if len(cases) != 2 || cases[0].cmd != "put" || cases[1].expected != "a: 1\nb: <not found>" {
-		t.Fatalf("parsed %+v", cases)
-	}
 }

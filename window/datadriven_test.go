@@ -5,13 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/internal/ddtest"
 	"github.com/grete-go/grete/store"
 )
 
@@ -84,100 +84,16 @@ func TestDataDriven(t *testing.T) {
 }
 
 // ddCase is one command of a data file.
-type ddCase struct {
-	line     int // of the command, 1-based
-	cmd      string
-	args     []string
-	opts     map[string]string
-	fields   []string // the command line's words, to rewrite it as it was
-	input    []string
-	expected string
-}
-
-// ddChunk is a case, or raw text (comments, blank lines) kept as it is.
-type ddChunk struct {
-	raw string
-	c   *ddCase
-}
-
-func parseDataFile(t *testing.T, path string) []ddChunk {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var chunks []ddChunk
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	for i := 0; i < len(lines); {
-		l := lines[i]
-		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
-			chunks = append(chunks, ddChunk{raw: l})
-			i++
-			continue
-		}
-		c := &ddCase{line: i + 1, opts: map[string]string{}}
-		fields := strings.Fields(l)
-		c.cmd, c.fields = fields[0], fields
-		for _, f := range fields[1:] {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				c.opts[k] = v
-			} else {
-				c.args = append(c.args, f)
-			}
-		}
-		i++
-		for ; i < len(lines) && lines[i] != "----"; i++ {
-			c.input = append(c.input, lines[i])
-		}
-		if i == len(lines) {
-			t.Fatalf("%s:%d: command %q has no ---- line", path, c.line, c.cmd)
-		}
-		i++
-		var exp []string
-		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
-			exp = append(exp, lines[i])
-		}
-		c.expected = strings.Join(exp, "\n")
-		chunks = append(chunks, ddChunk{c: c})
-	}
-	return chunks
-}
-
 func runDataFile(t *testing.T, path string, eng store.Engine, rewrite bool) {
-	chunks := parseDataFile(t, path)
 	h := &ddHarness{t: t, eng: eng, base: t.TempDir(), now: wall0}
 	defer h.close()
-	var out strings.Builder
-	for _, ch := range chunks {
-		if ch.c == nil {
-			out.WriteString(ch.raw + "\n")
-			continue
-		}
-		c := ch.c
-		got := strings.TrimRight(h.run(c), "\n")
-		if strings.Contains(got, "\n\n") {
-			t.Fatalf("%s:%d: %s: output has a blank line, which the file format cannot hold:\n%s", path, c.line, c.cmd, got)
-		}
-		if !rewrite && got != c.expected {
-			t.Errorf("%s:%d: %s\nexpected:\n%s\ngot:\n%s", path, c.line, c.cmd, c.expected, got)
-		}
+	ddtest.Run(t, path, rewrite, func(c *ddtest.Case) string {
+		out := h.run(c)
 		if h.agg != nil {
-			checkInvariants(t, h.agg, fmt.Sprintf("%s:%d: after %s", path, c.line, c.cmd))
+			checkInvariants(t, h.agg, fmt.Sprintf("%s:%d: after %s", path, c.Line, c.Cmd))
 		}
-		out.WriteString(strings.Join(c.fields, " ") + "\n")
-		for _, in := range c.input {
-			out.WriteString(in + "\n")
-		}
-		out.WriteString("----\n")
-		if got != "" {
-			out.WriteString(got + "\n")
-		}
-	}
-	if rewrite {
-		if err := os.WriteFile(path, []byte(out.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return out
+	})
 }
 
 // wall0 is where the injected processing-time clock starts: far from the
@@ -274,25 +190,16 @@ func (h *ddHarness) lateTo(b *strings.Builder) LateFunc[string, string] {
 	return nil
 }
 
-func (h *ddHarness) optDur(c *ddCase, name string) time.Duration {
-	v, ok := c.opts[name]
+func (h *ddHarness) optDur(c *ddtest.Case, name string) time.Duration {
+	v, ok := c.Opts[name]
 	if !ok {
 		return 0
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		h.t.Fatalf("line %d: %s=%s: %v", c.line, name, v, err)
+		h.t.Fatalf("line %d: %s=%s: %v", c.Line, name, v, err)
 	}
 	return d
-}
-
-func hasArg(c *ddCase, a string) bool {
-	for _, x := range c.args {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }
 
 func (h *ddHarness) newAggregator() error {
@@ -305,13 +212,13 @@ func (h *ddHarness) newAggregator() error {
 	return nil
 }
 
-func (h *ddHarness) run(c *ddCase) string {
+func (h *ddHarness) run(c *ddtest.Case) string {
 	t := h.t
 	var b strings.Builder
-	if h.agg == nil && c.cmd != "new" {
-		t.Fatalf("line %d: %s before a successful new", c.line, c.cmd)
+	if h.agg == nil && c.Cmd != "new" {
+		t.Fatalf("line %d: %s before a successful new", c.Line, c.Cmd)
 	}
-	switch c.cmd {
+	switch c.Cmd {
 	case "new":
 		if h.s != nil {
 			if err := h.s.Close(); err != nil {
@@ -319,7 +226,7 @@ func (h *ddHarness) run(c *ddCase) string {
 			}
 		}
 		h.log, h.ckpt = nil, 0
-		h.spec = store.Spec{Name: "windows", Engine: h.eng, TrackChanges: !hasArg(c, "notrack")}
+		h.spec = store.Spec{Name: "windows", Engine: h.eng, TrackChanges: !c.HasArg("notrack")}
 		h.dir = h.newDir()
 		s, err := store.Open(h.dir, h.spec, h.clock)
 		if err != nil {
@@ -327,7 +234,7 @@ func (h *ddHarness) run(c *ddCase) string {
 		}
 		h.s = s
 		var spec Spec
-		switch c.opts["kind"] {
+		switch c.Opts["kind"] {
 		case "tumbling":
 			spec = Tumbling(h.optDur(c, "size"))
 		case "hopping":
@@ -337,7 +244,7 @@ func (h *ddHarness) run(c *ddCase) string {
 		}
 		h.late = ""
 		for _, l := range []string{"late", "latefail"} {
-			if hasArg(c, l) {
+			if c.HasArg(l) {
 				h.late = l
 			}
 		}
@@ -346,7 +253,7 @@ func (h *ddHarness) run(c *ddCase) string {
 			Grace:       h.optDur(c, "grace"),
 			Add:         func(acc, v string, _ time.Time) string { return joinValues(acc, v) },
 			Merge:       func(a, b string) string { return a + "|" + b },
-			EmitUpdates: hasArg(c, "updates"),
+			EmitUpdates: c.HasArg("updates"),
 			IdleTimeout: h.optDur(c, "idle"),
 			Now:         h.clock,
 		}
@@ -356,20 +263,20 @@ func (h *ddHarness) run(c *ddCase) string {
 	case "add":
 		type ev struct{ key, ts, v string }
 		var evs []ev
-		if len(c.opts) > 0 {
-			evs = append(evs, ev{c.opts["key"], c.opts["ts"], c.opts["v"]})
+		if len(c.Opts) > 0 {
+			evs = append(evs, ev{c.Opts["key"], c.Opts["ts"], c.Opts["v"]})
 		}
-		for _, l := range c.input {
+		for _, l := range c.Input {
 			f := strings.Fields(l)
 			if len(f) != 3 {
-				t.Fatalf("line %d: event %q is not \"key ts value\"", c.line, l)
+				t.Fatalf("line %d: event %q is not \"key ts value\"", c.Line, l)
 			}
 			evs = append(evs, ev{f[0], f[1], f[2]})
 		}
 		for _, e := range evs {
 			ts, err := msOf(e.ts)
 			if err != nil {
-				t.Fatalf("line %d: %v", c.line, err)
+				t.Fatalf("line %d: %v", c.Line, err)
 			}
 			if err := h.agg.Add(e.key, e.v, time.UnixMilli(ts), h.emitTo(&b), h.lateTo(&b)); err != nil {
 				fmt.Fprintf(&b, "error: %v\n", err)
@@ -380,12 +287,12 @@ func (h *ddHarness) run(c *ddCase) string {
 			fmt.Fprintf(&b, "error: %v\n", err)
 		}
 	case "advance-wall":
-		if len(c.args) != 1 {
-			t.Fatalf("line %d: advance-wall needs a duration", c.line)
+		if len(c.Args) != 1 {
+			t.Fatalf("line %d: advance-wall needs a duration", c.Line)
 		}
-		d, err := time.ParseDuration(c.args[0])
+		d, err := time.ParseDuration(c.Args[0])
 		if err != nil {
-			t.Fatalf("line %d: %v", c.line, err)
+			t.Fatalf("line %d: %v", c.Line, err)
 		}
 		h.now = h.now.Add(d)
 	case "state":
@@ -405,53 +312,53 @@ func (h *ddHarness) run(c *ddCase) string {
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("line %d: store flush: %v", c.line, err)
+			t.Fatalf("line %d: store flush: %v", c.Line, err)
 		}
 		h.log = append(h.log, recs...)
 		h.ckpt++
 		if err := h.s.Commit(store.Meta{CheckpointID: h.ckpt, Offset: int64(len(h.log)) - 1}); err != nil {
-			t.Fatalf("line %d: commit: %v", c.line, err)
+			t.Fatalf("line %d: commit: %v", c.Line, err)
 		}
 	case "crash":
 		if err := h.s.Close(); err != nil {
-			t.Fatalf("line %d: close: %v", c.line, err)
+			t.Fatalf("line %d: close: %v", c.Line, err)
 		}
 		h.agg = nil
 		want := store.Meta{CheckpointID: h.ckpt, Offset: int64(len(h.log)) - 1}
-		if h.eng == store.Pebble && !hasArg(c, "fresh") {
+		if h.eng == store.Pebble && !c.HasArg("fresh") {
 			// A restart on the same machine: the local store is reused.
 			s, err := store.Open(h.dir, h.spec, h.clock)
 			if err != nil {
-				t.Fatalf("line %d: reopen: %v", c.line, err)
+				t.Fatalf("line %d: reopen: %v", c.Line, err)
 			}
 			h.s = s
 			m, ok, err := s.Meta()
 			if err != nil {
-				t.Fatalf("line %d: meta: %v", c.line, err)
+				t.Fatalf("line %d: meta: %v", c.Line, err)
 			}
 			if h.ckpt > 0 && (!ok || m != want) {
-				t.Fatalf("line %d: reopened store has meta %+v (found %v), want %+v", c.line, m, ok, want)
+				t.Fatalf("line %d: reopened store has meta %+v (found %v), want %+v", c.Line, m, ok, want)
 			}
 		} else {
 			// A new machine, or a memory store: replay the changelog.
 			h.dir = h.newDir()
 			s, err := store.Open(h.dir, h.spec, h.clock)
 			if err != nil {
-				t.Fatalf("line %d: open: %v", c.line, err)
+				t.Fatalf("line %d: open: %v", c.Line, err)
 			}
 			h.s = s
 			if err := s.Restore(h.log); err != nil {
-				t.Fatalf("line %d: restore: %v", c.line, err)
+				t.Fatalf("line %d: restore: %v", c.Line, err)
 			}
 			if err := s.FinishRestore(want, 0); err != nil {
-				t.Fatalf("line %d: finish restore: %v", c.line, err)
+				t.Fatalf("line %d: finish restore: %v", c.Line, err)
 			}
 		}
 		if err := h.newAggregator(); err != nil {
-			t.Fatalf("line %d: new aggregator after restart: %v", c.line, err)
+			t.Fatalf("line %d: new aggregator after restart: %v", c.Line, err)
 		}
 	default:
-		t.Fatalf("line %d: unknown command %q", c.line, c.cmd)
+		t.Fatalf("line %d: unknown command %q", c.Line, c.Cmd)
 	}
 	return b.String()
 }
