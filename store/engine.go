@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/google/btree"
 )
 
@@ -138,6 +139,11 @@ func openPebble(dir string, s Spec) (*pebbleEngine, error) {
 	}
 	cache := pebble.NewCache(cacheSize)
 	opts := &pebble.Options{Cache: cache, Logger: quietLogger{}}
+	// Bloom filters let point reads (Get: most of a task's reads) skip
+	// files that cannot hold the key.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	if s.MemTableSize > 0 {
 		opts.MemTableSize = s.MemTableSize
 	} else {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -90,6 +91,34 @@ var streamTimeKey = []byte{nsMeta, 's', 't', 'r', 'e', 'a', 'm', '-', 't', 'i', 
 // noTime is stream time before any event.
 const noTime = int64(-1 << 63)
 
+// span is an open session of a key, in Aggregator.byKey.
+type span struct {
+	start, end int64
+	k          string // store key
+}
+
+// track and untrack keep byKey in step with the open sessions.
+func (a *Aggregator[K, V, A]) track(k []byte, start, end int64) {
+	kb, _, _, _ := parseKey(k)
+	a.byKey[string(kb)] = append(a.byKey[string(kb)], span{start, end, string(k)})
+}
+
+func (a *Aggregator[K, V, A]) untrack(k []byte) {
+	kb, _, _, _ := parseKey(k)
+	ss := a.byKey[string(kb)]
+	for i, s := range ss {
+		if s.k == string(k) {
+			ss = append(ss[:i], ss[i+1:]...)
+			break
+		}
+	}
+	if len(ss) == 0 {
+		delete(a.byKey, string(kb))
+	} else {
+		a.byKey[string(kb)] = ss
+	}
+}
+
 // openWin is an open window in the index, ordered by when it closes.
 type openWin struct {
 	closeAt int64
@@ -122,6 +151,9 @@ type Aggregator[K, V, A any] struct {
 	s     store.Store
 	o     Options[K, V, A]
 	index *btree.BTreeG[openWin]
+	// byKey holds the open sessions of every key (session windows only), so
+	// that an event finds the sessions it may join without a store scan.
+	byKey map[string][]span
 	st    int64 // stream time, ms
 	// lastEvent is the processing time of the last Add, for IdleTimeout.
 	lastEvent time.Time
@@ -158,7 +190,7 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &Aggregator[K, V, A]{s: s, o: o, index: btree.NewG(32, lessOpen), st: noTime, lastEvent: o.Now()}
+	a := &Aggregator[K, V, A]{s: s, o: o, index: btree.NewG(32, lessOpen), byKey: map[string][]span{}, st: noTime, lastEvent: o.Now()}
 	if b, ok, err := s.Get(streamTimeKey); err != nil {
 		return nil, err
 	} else if ok && len(b) == 8 {
@@ -172,6 +204,9 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 			return nil, err
 		}
 		a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(start, end), key: string(it.Key())})
+		if a.o.Windows.Kind == KindSession {
+			a.track(it.Key(), start, end)
+		}
 	}
 	if err := errors.Join(it.Err(), it.Close()); err != nil {
 		return nil, err
@@ -205,13 +240,6 @@ func storeKey(kb []byte, start, end int64) []byte {
 	b = append(b, kb...)
 	b = binary.BigEndian.AppendUint64(b, flip(start))
 	return binary.BigEndian.AppendUint64(b, flip(end))
-}
-
-func keyPrefix(kb []byte) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(kb))
-	b = append(b, nsWindow)
-	b = binary.AppendUvarint(b, uint64(len(kb)))
-	return append(b, kb...)
 }
 
 func parseKey(k []byte) (kb []byte, start, end int64, err error) {
@@ -346,21 +374,14 @@ func (a *Aggregator[K, V, A]) addSession(key K, kb []byte, value V, t int64) (bo
 		start, end int64
 	}
 	var joined []sess
-	it := a.s.Prefix(keyPrefix(kb))
-	for it.Next() {
-		_, start, end, err := parseKey(it.Key())
-		if err != nil {
-			it.Close()
-			return false, err
-		}
-		if !a.isOpen(start, end) || t < start-gap || t > end+gap {
+	for _, sp := range a.byKey[string(kb)] {
+		if !a.isOpen(sp.start, sp.end) || t < sp.start-gap || t > sp.end+gap {
 			continue
 		}
-		joined = append(joined, sess{bytes.Clone(it.Key()), start, end})
+		joined = append(joined, sess{[]byte(sp.k), sp.start, sp.end})
 	}
-	if err := errors.Join(it.Err(), it.Close()); err != nil {
-		return false, err
-	}
+	// Merge in order of start, as the store orders a key's sessions.
+	slices.SortFunc(joined, func(x, y sess) int { return bytes.Compare(x.k, y.k) })
 	start, end := t, t
 	if len(joined) == 0 && !a.isOpen(t, t) {
 		return false, nil // a new session that would already be closed
@@ -392,10 +413,12 @@ func (a *Aggregator[K, V, A]) addSession(key K, kb []byte, value V, t int64) (bo
 			return false, err
 		}
 		a.index.Delete(openWin{closeAt: a.closeAt(s.start, s.end), key: string(s.k)})
+		a.untrack(s.k)
 		a.open.Add(-1)
 	}
 	if len(joined) != 1 || !bytes.Equal(joined[0].k, k) {
 		a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(start, end), key: string(k)})
+		a.track(k, start, end)
 		a.open.Add(1)
 	}
 	return true, a.put(k, acc)
@@ -420,6 +443,9 @@ func (a *Aggregator[K, V, A]) closeDue(st int64, emit EmitFunc[K, A]) error {
 			return err
 		}
 		a.index.DeleteMin()
+		if a.o.Windows.Kind == KindSession {
+			a.untrack(k)
+		}
 		a.open.Add(-1)
 		a.closed.Add(1)
 	}
