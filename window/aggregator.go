@@ -76,11 +76,13 @@ type Stats struct {
 
 // Store layout: one namespace byte, then:
 //
-//	nsWindow: uvarint(len(key)) key start(8) end(8) -> accumulator
+//	nsWindow: uvarint(len(key)) key start(8) -> end(8) accumulator
 //	nsMeta:   "stream-time" -> 8 bytes
 //
 // Times are milliseconds, big endian with the sign bit flipped, so the
-// windows of a key sort by start.
+// windows of a key sort by start. The end lives in the value, so that a
+// session growing in order overwrites its one key instead of deleting it
+// and writing another.
 const (
 	nsMeta   = 0
 	nsWindow = 1
@@ -99,12 +101,12 @@ type span struct {
 
 // track and untrack keep byKey in step with the open sessions.
 func (a *Aggregator[K, V, A]) track(k []byte, start, end int64) {
-	kb, _, _, _ := parseKey(k)
+	kb, _, _ := parseKey(k)
 	a.byKey[string(kb)] = append(a.byKey[string(kb)], span{start, end, string(k)})
 }
 
 func (a *Aggregator[K, V, A]) untrack(k []byte) {
-	kb, _, _, _ := parseKey(k)
+	kb, _, _ := parseKey(k)
 	ss := a.byKey[string(kb)]
 	for i, s := range ss {
 		if s.k == string(k) {
@@ -198,7 +200,7 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	}
 	it := s.Prefix([]byte{nsWindow})
 	for it.Next() {
-		_, start, end, err := parseKey(it.Key())
+		_, start, end, _, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			it.Close()
 			return nil, err
@@ -233,28 +235,38 @@ func (a *Aggregator[K, V, A]) isOpen(start, end int64) bool {
 
 func flip(v int64) uint64 { return uint64(v) ^ (1 << 63) }
 
-func storeKey(kb []byte, start, end int64) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(kb)+16)
+func storeKey(kb []byte, start int64) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(kb)+8)
 	b = append(b, nsWindow)
 	b = binary.AppendUvarint(b, uint64(len(kb)))
 	b = append(b, kb...)
-	b = binary.BigEndian.AppendUint64(b, flip(start))
-	return binary.BigEndian.AppendUint64(b, flip(end))
+	return binary.BigEndian.AppendUint64(b, flip(start))
 }
 
-func parseKey(k []byte) (kb []byte, start, end int64, err error) {
+func parseKey(k []byte) (kb []byte, start int64, err error) {
 	if len(k) < 1 || k[0] != nsWindow {
-		return nil, 0, 0, fmt.Errorf("window: not a window key: %q", k)
+		return nil, 0, fmt.Errorf("window: not a window key: %q", k)
 	}
 	n, w := binary.Uvarint(k[1:])
-	if w <= 0 || uint64(len(k)-1-w) != n+16 {
-		return nil, 0, 0, fmt.Errorf("window: malformed window key %q", k)
+	if w <= 0 || uint64(len(k)-1-w) != n+8 {
+		return nil, 0, fmt.Errorf("window: malformed window key %q", k)
 	}
 	kb = k[1+w : 1+w+int(n)]
-	t := k[1+w+int(n):]
-	start = int64(binary.BigEndian.Uint64(t) ^ (1 << 63))
-	end = int64(binary.BigEndian.Uint64(t[8:]) ^ (1 << 63))
-	return kb, start, end, nil
+	start = int64(binary.BigEndian.Uint64(k[1+w+int(n):]) ^ (1 << 63))
+	return kb, start, nil
+}
+
+// decodeEntry splits a window's store entry into its encoded key, bounds
+// and encoded accumulator.
+func decodeEntry(k, v []byte) (kb []byte, start, end int64, acc []byte, err error) {
+	kb, start, err = parseKey(k)
+	if err != nil {
+		return nil, 0, 0, nil, err
+	}
+	if len(v) < 8 {
+		return nil, 0, 0, nil, fmt.Errorf("window: malformed window value of %q", k)
+	}
+	return kb, start, int64(binary.BigEndian.Uint64(v) ^ (1 << 63)), v[8:], nil
 }
 
 // StreamTime is the largest event timestamp seen (zero before any event).
@@ -273,24 +285,32 @@ func (a *Aggregator[K, V, A]) Stats() Stats {
 	}
 }
 
-func (a *Aggregator[K, V, A]) get(k []byte) (A, error) {
+// get returns the end and accumulator of the window stored at k.
+func (a *Aggregator[K, V, A]) get(k []byte) (int64, A, error) {
 	var acc A
 	b, ok, err := a.s.Get(k)
 	if err != nil || !ok {
 		if err == nil {
 			err = fmt.Errorf("window: window %q missing from the store", k)
 		}
-		return acc, err
+		return 0, acc, err
 	}
-	return a.o.Values.Decode(b)
+	_, _, end, ab, err := decodeEntry(k, b)
+	if err != nil {
+		return 0, acc, err
+	}
+	acc, err = a.o.Values.Decode(ab)
+	return end, acc, err
 }
 
-func (a *Aggregator[K, V, A]) put(k []byte, acc A) error {
+func (a *Aggregator[K, V, A]) put(k []byte, end int64, acc A) error {
 	b, err := a.o.Values.Encode(acc)
 	if err != nil {
 		return fmt.Errorf("window: encode accumulator: %w", err)
 	}
-	return a.s.Put(k, b)
+	v := make([]byte, 8, 8+len(b))
+	binary.BigEndian.PutUint64(v, flip(end))
+	return a.s.Put(k, append(v, b...))
 }
 
 // Add folds an event of key at ts into its windows. An event too late for
@@ -341,14 +361,18 @@ func (a *Aggregator[K, V, A]) addTimed(key K, kb []byte, value V, t int64) (bool
 			continue
 		}
 		accepted = true
-		k := storeKey(kb, w[0], w[1])
+		k := storeKey(kb, w[0])
 		b, ok, err := a.s.Get(k)
 		if err != nil {
 			return false, err
 		}
 		var acc A
 		if ok {
-			if acc, err = a.o.Values.Decode(b); err != nil {
+			_, _, _, ab, err := decodeEntry(k, b)
+			if err != nil {
+				return false, err
+			}
+			if acc, err = a.o.Values.Decode(ab); err != nil {
 				return false, err
 			}
 		} else {
@@ -358,7 +382,7 @@ func (a *Aggregator[K, V, A]) addTimed(key K, kb []byte, value V, t int64) (bool
 			a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(w[0], w[1]), key: string(k)})
 			a.open.Add(1)
 		}
-		if err := a.put(k, a.o.Add(acc, value, fromMS(t))); err != nil {
+		if err := a.put(k, w[1], a.o.Add(acc, value, fromMS(t))); err != nil {
 			return false, err
 		}
 	}
@@ -391,7 +415,7 @@ func (a *Aggregator[K, V, A]) addSession(key K, kb []byte, value V, t int64) (bo
 		acc = a.o.Init(key, Window{fromMS(t), fromMS(t)})
 	}
 	for i, s := range joined {
-		prev, err := a.get(s.k)
+		_, prev, err := a.get(s.k)
 		if err != nil {
 			return false, err
 		}
@@ -404,24 +428,21 @@ func (a *Aggregator[K, V, A]) addSession(key K, kb []byte, value V, t int64) (bo
 		start, end = min(start, s.start), max(end, s.end)
 	}
 	acc = a.o.Add(acc, value, fromMS(t))
-	k := storeKey(kb, start, end)
+	k := storeKey(kb, start)
 	for _, s := range joined {
-		if bytes.Equal(s.k, k) {
-			continue
-		}
-		if err := a.s.Delete(s.k); err != nil {
-			return false, err
-		}
 		a.index.Delete(openWin{closeAt: a.closeAt(s.start, s.end), key: string(s.k)})
 		a.untrack(s.k)
 		a.open.Add(-1)
+		if !bytes.Equal(s.k, k) {
+			if err := a.s.Delete(s.k); err != nil {
+				return false, err
+			}
+		}
 	}
-	if len(joined) != 1 || !bytes.Equal(joined[0].k, k) {
-		a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(start, end), key: string(k)})
-		a.track(k, start, end)
-		a.open.Add(1)
-	}
-	return true, a.put(k, acc)
+	a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(start, end), key: string(k)})
+	a.track(k, start, end)
+	a.open.Add(1)
+	return true, a.put(k, end, acc)
 }
 
 // closeDue emits and deletes every window that closes at stream time st.
@@ -432,11 +453,11 @@ func (a *Aggregator[K, V, A]) closeDue(st int64, emit EmitFunc[K, A]) error {
 			return nil
 		}
 		k := []byte(w.key)
-		acc, err := a.get(k)
+		end, acc, err := a.get(k)
 		if err != nil {
 			return err
 		}
-		if err := a.emit(k, acc, true, emit); err != nil {
+		if err := a.emit(k, end, acc, true, emit); err != nil {
 			return err
 		}
 		if err := a.s.Delete(k); err != nil {
@@ -451,8 +472,8 @@ func (a *Aggregator[K, V, A]) closeDue(st int64, emit EmitFunc[K, A]) error {
 	}
 }
 
-func (a *Aggregator[K, V, A]) emit(k []byte, acc A, final bool, emit EmitFunc[K, A]) error {
-	kb, start, end, err := parseKey(k)
+func (a *Aggregator[K, V, A]) emit(k []byte, end int64, acc A, final bool, emit EmitFunc[K, A]) error {
+	kb, start, err := parseKey(k)
 	if err != nil {
 		return err
 	}
@@ -498,11 +519,15 @@ func (a *Aggregator[K, V, A]) Flush(emit EmitFunc[K, A]) error {
 		if v == nil || len(k) == 0 || k[0] != nsWindow {
 			return nil // deleted, closed, or not a window
 		}
-		acc, err := a.o.Values.Decode(v)
+		_, _, end, ab, err := decodeEntry(k, v)
 		if err != nil {
 			return err
 		}
-		return a.emit(k, acc, false, emit)
+		acc, err := a.o.Values.Decode(ab)
+		if err != nil {
+			return err
+		}
+		return a.emit(k, end, acc, false, emit)
 	})
 	return err
 }

@@ -375,7 +375,7 @@ func (h *ddHarness) printState(b *strings.Builder) {
 	it := h.s.Prefix([]byte{nsWindow})
 	defer it.Close()
 	for it.Next() {
-		kb, start, end, err := parseKey(it.Key())
+		kb, start, end, ab, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -383,7 +383,7 @@ func (h *ddHarness) printState(b *strings.Builder) {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		v, err := a.o.Values.Decode(it.Value())
+		v, err := a.o.Values.Decode(ab)
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -416,7 +416,7 @@ func checkInvariants[K, V, A any](t testing.TB, a *Aggregator[K, V, A], where st
 	seen := 0
 	it := a.s.Prefix([]byte{nsWindow})
 	for it.Next() {
-		kb, start, end, err := parseKey(it.Key())
+		kb, start, end, _, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			errs = append(errs, err)
 			continue
