@@ -81,6 +81,11 @@ type Local struct {
 	marks  *btree.BTreeG[string]
 	now    func() time.Time
 	closed bool
+	// undo records what each buffered write replaced since Savepoint, so
+	// that Rollback can take back the writes of a failed message.
+	undo       []undoEntry
+	undoOn     bool
+	undoPbytes int
 
 	gets, puts, dels, flushes, expired atomic.Uint64
 	flushNs                            atomic.Int64
@@ -208,10 +213,44 @@ func (l *Local) Get(key []byte) ([]byte, bool, error) {
 
 func (l *Local) buffer(k, v []byte, del bool) {
 	p := &pend{key: k, value: v, del: del}
-	if old, ok := l.pending.ReplaceOrInsert(p); ok {
+	old, ok := l.pending.ReplaceOrInsert(p)
+	if ok {
 		l.pbytes -= len(old.key) + len(old.value)
 	}
 	l.pbytes += len(k) + len(v)
+	if l.undoOn {
+		l.undo = append(l.undo, undoEntry{key: k, prev: old, had: ok})
+	}
+}
+
+type undoEntry struct {
+	key  []byte
+	prev *pend // the buffered write it replaced, when had
+	had  bool
+}
+
+// Savepoint marks the current buffered writes: a later Rollback takes back
+// every write made since. The runner takes one before each message, so
+// that a message that fails leaves no partial writes behind to be committed
+// with the messages that succeeded.
+func (l *Local) Savepoint() {
+	l.undo = l.undo[:0]
+	l.undoOn = true
+	l.undoPbytes = l.pbytes
+}
+
+// Rollback takes back every buffered write since the last Savepoint.
+func (l *Local) Rollback() {
+	for i := len(l.undo) - 1; i >= 0; i-- {
+		u := l.undo[i]
+		if u.had {
+			l.pending.ReplaceOrInsert(u.prev)
+		} else {
+			l.pending.Delete(&pend{key: u.key})
+		}
+	}
+	l.undo = l.undo[:0]
+	l.pbytes = l.undoPbytes
 }
 
 // Put implements Store.

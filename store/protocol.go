@@ -186,6 +186,7 @@ func (l *Local) Commit(meta Meta) error {
 	}
 	l.pending.Clear(false)
 	l.pbytes = 0
+	l.undo, l.undoPbytes = l.undo[:0], 0
 	return nil
 }
 
@@ -272,6 +273,7 @@ func (l *Local) Wipe() error {
 			return fmt.Errorf("store %q: wipe: %w", l.spec.Name, err)
 		}
 	}
+	l.undo, l.undoPbytes = l.undo[:0], 0
 	l.pending.Clear(false)
 	l.pbytes = 0
 	return l.openEngine()

@@ -842,3 +842,61 @@ func TestTakeChangesWritesInCallback(t *testing.T) {
 		})
 	}
 }
+
+// Rollback takes back the writes since Savepoint, and only those.
+func TestSavepointRollback(t *testing.T) {
+	for _, e := range engines {
+		t.Run(e.String(), func(t *testing.T) {
+			s, err := Open(t.TempDir(), Spec{Name: "s", Engine: e, TrackChanges: true, TTL: time.Hour}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			put := func(k, v string) {
+				t.Helper()
+				if err := s.Put([]byte(k), []byte(v)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			put("a", "1")
+			if err := s.Commit(Meta{CheckpointID: 1}); err != nil {
+				t.Fatal(err)
+			}
+			put("b", "1")
+			before := s.Buffered()
+			var want []string
+			if err := s.Flush(func(k, v []byte) error { want = append(want, fmt.Sprintf("%q=%q", k, v)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+
+			s.Savepoint()
+			put("a", "2")
+			put("b", "2")
+			put("c", "2")
+			if err := s.Delete([]byte("a")); err != nil {
+				t.Fatal(err)
+			}
+			s.Rollback()
+
+			for k, v := range map[string]string{"a": "1", "b": "1"} {
+				got, ok, err := s.Get([]byte(k))
+				if err != nil || !ok || string(got) != v {
+					t.Errorf("Get(%s) = %q, %v, %v after Rollback; want %q", k, got, ok, err, v)
+				}
+			}
+			if _, ok, _ := s.Get([]byte("c")); ok {
+				t.Error("c survived Rollback")
+			}
+			if s.Buffered() != before {
+				t.Errorf("Buffered = %d after Rollback, want %d", s.Buffered(), before)
+			}
+			var got []string
+			if err := s.Flush(func(k, v []byte) error { got = append(got, fmt.Sprintf("%q=%q", k, v)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("flush after Rollback:\n%v\nwant\n%v", got, want)
+			}
+		})
+	}
+}

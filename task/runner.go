@@ -158,7 +158,11 @@ func (r *runner) run() error {
 		now := time.Now()
 		if windowable && !now.Before(nextWindow) {
 			start := now
+			r.savepoint()
 			err := safeCall(func() error { return wt.Window(r.c.hardCtx, r, r) })
+			if err != nil {
+				r.rollback()
+			}
 			now = time.Now()
 			r.counters.windows.Add(1)
 			r.counters.windowNs.Add(int64(now.Sub(start)))
@@ -196,8 +200,13 @@ func (r *runner) run() error {
 
 // process hands one message to the task and applies the error policy.
 func (r *runner) process(m stream.Message) error {
+	r.savepoint()
 	err := safeCall(func() error { return r.task.Process(r.c.hardCtx, m, r, r) })
 	if err != nil {
+		// A failed message leaves no writes behind: whatever the policy,
+		// its state changes must not be committed with the messages that
+		// succeeded (under Fail it is processed again after a restart).
+		r.rollback()
 		switch r.c.job.OnError {
 		case Skip:
 			r.log.Warn("skipping message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
@@ -216,6 +225,19 @@ func (r *runner) process(m stream.Message) error {
 	r.setOffset(m.Topic, m.Partition, m.Offset+1)
 	r.dirty = true
 	return nil
+}
+
+// savepoint and rollback bracket one call into the task, for every store.
+func (r *runner) savepoint() {
+	for _, s := range r.stores {
+		s.local.Savepoint()
+	}
+}
+
+func (r *runner) rollback() {
+	for _, s := range r.stores {
+		s.local.Rollback()
+	}
 }
 
 // maxBatch bounds the messages processed between two looks at the stop

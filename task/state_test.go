@@ -326,3 +326,81 @@ func TestStoreBehindCheckpointReplaysTheTail(t *testing.T) {
 	require.Positive(t, tail)
 	require.Equal(t, tail, restored, "exactly the records after the old store's offset were replayed")
 }
+
+// failAfterWrite counts like counter, then fails the message at offset
+// failAt once, after its write: the write must not survive the failure.
+type failAfterWrite struct {
+	counter
+	failAt *atomic.Int64
+	panics bool
+}
+
+func (c *failAfterWrite) Process(ctx context.Context, m stream.Message, o task.Collector, co task.Coordinator) error {
+	if err := c.counter.Process(ctx, m, o, co); err != nil {
+		return err
+	}
+	if m.Offset == c.failAt.Load() {
+		c.failAt.Store(-1)
+		if c.panics {
+			panic("after the write")
+		}
+		return errors.New("failed after the write")
+	}
+	return nil
+}
+
+func TestFailedMessageLeavesNoStateBehind(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy task.ErrorPolicy
+		panics bool
+	}{
+		{"fail then restart", task.Fail, false},
+		{"fail by panic then restart", task.Fail, true},
+		{"skip", task.Skip, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t, 1, 100)
+			dir := t.TempDir()
+			cps := checkpoint.NewMemory()
+			var failAt atomic.Int64
+			failAt.Store(50)
+			mk := func(sink *stateSink) *task.Job {
+				job := countingJob(b, dir, sink, cps)
+				job.OnError = tc.policy
+				job.NewTask = func() task.StreamTask {
+					return &failAfterWrite{counter: counter{sink: sink}, failAt: &failAt, panics: tc.panics}
+				}
+				return job
+			}
+			want := expectedCounts(records(100))
+			failed := records(100)[50]
+			if tc.policy == task.Skip {
+				// The skipped message counts for nothing.
+				if want[string(failed.Key)]--; want[string(failed.Key)] == 0 {
+					delete(want, string(failed.Key))
+				}
+				sink := newSink()
+				job := mk(sink)
+				stop, _ := start(t, job)
+				testkit.Eventually(t, time.Minute, func() bool {
+					return job.Stats() != nil && total(job, func(s task.TaskStats) uint64 { return s.Processed + s.Skipped }) == 100
+				}, "not all handled")
+				require.NoError(t, stop())
+				require.Equal(t, want, merged(sink.state))
+				return
+			}
+			_, done := start(t, mk(newSink()))
+			select {
+			case err := <-done:
+				require.ErrorContains(t, err, "offset 50")
+			case <-time.After(time.Minute):
+				t.Fatal("the job did not fail")
+			}
+			// The restart processes message 50 again: it must count once.
+			sink := newSink()
+			runUntil(t, mk(sink), 50)
+			require.Equal(t, want, merged(sink.state))
+		})
+	}
+}
