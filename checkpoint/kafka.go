@@ -159,9 +159,13 @@ func (k *Kafka) catchUp(ctx context.Context) error {
 			// partition. Once the consumer has fetched up to hwm and a
 			// whole second passed without a message, nothing is left.
 			if quiet++; quiet >= 10 && pc.HighWaterMarkOffset() >= hwm {
+				k.next = hwm // nothing is left below hwm: start there next time
 				return nil
 			}
-		case m := <-pc.Messages():
+		case m, ok := <-pc.Messages():
+			if !ok {
+				return fmt.Errorf("checkpoint: read %s: the consumer stopped before offset %d", p, hwm)
+			}
 			quiet = 0
 			if m.Value == nil {
 				delete(k.latest, string(m.Key))
@@ -188,7 +192,7 @@ func (k *Kafka) Write(ctx context.Context, c Checkpoint) error {
 	msg := &sarama.ProducerMessage{Topic: k.topic, Partition: 0, Key: sarama.StringEncoder(c.Task), Value: sarama.ByteEncoder(b)}
 	backoff := 100 * time.Millisecond
 	for {
-		_, _, err = k.sp.SendMessage(msg)
+		err = k.send(ctx, msg)
 		if err == nil {
 			break
 		}
@@ -218,6 +222,24 @@ func (k *Kafka) Write(ctx context.Context, c Checkpoint) error {
 		}
 	}
 	return nil
+}
+
+// send writes msg, giving up when ctx ends: the sync producer's own
+// retries and timeouts take no context, and a commit must not overrun its
+// timeout. A send given up on may still land; a later checkpoint of the
+// same task supersedes it.
+func (k *Kafka) send(ctx context.Context, msg *sarama.ProducerMessage) error {
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := k.sp.SendMessage(msg)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // noteMirror records task's offset for p and returns the smallest offset of

@@ -536,3 +536,20 @@ func TestStartNewestPositionSurvivesAnIdleRestart(t *testing.T) {
 	testkit.Eventually(t, time.Minute, func() bool { return job.Stats() != nil && total(job, processed) == 40 }, "messages produced while down were skipped")
 	require.NoError(t, stop())
 }
+
+// When sarama gives up on a partition (its offset fell out of the log), the
+// job fails loudly instead of silently no longer reading it.
+func TestLostInputPartitionFailsTheJob(t *testing.T) {
+	b := setup(t, 1, 10)
+	job := newJob(b, "lostin", func() task.StreamTask { return &funcTask{} })
+	_, done := start(t, job)
+	testkit.Eventually(t, time.Minute, func() bool { return job.Stats() != nil && total(job, processed) == 10 }, "not started")
+	f := b.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: "in", Err: kerr.OffsetOutOfRange, Count: -1})
+	defer f.Remove()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "consumer of in/0 stopped")
+	case <-time.After(time.Minute):
+		t.Fatal("the job kept running without its input partition")
+	}
+}

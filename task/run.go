@@ -269,6 +269,7 @@ func (c *container) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("task %s: %w", r.name, err)
 		}
+		r.inputDown = sub.Failed()
 		c.subs = append(c.subs, sub)
 	}
 	c.log.Info("job started", "tasks", len(c.runners), "inputs", c.job.Inputs, "broadcast", c.job.Broadcast)

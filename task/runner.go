@@ -28,7 +28,8 @@ type runner struct {
 	tracker   *kafka.Tracker
 	queue     chan stream.Message
 	stores    []*taskStore
-	started   bool // run was called: it closes the stores itself
+	inputDown <-chan error // the task's subscription lost a partition
+	started   bool         // run was called: it closes the stores itself
 
 	// offs[i] is the next offset to process in parts[i]; only the runner
 	// goroutine touches it. A slice scanned from the last hit beats a map
@@ -129,6 +130,10 @@ func (r *runner) run() error {
 		select {
 		case <-r.c.stop:
 			return r.finish(nil)
+		case err := <-r.inputDown:
+			// Restarting resumes from the checkpoint, and a position no
+			// longer in the log restarts at the oldest retained message.
+			return r.finish(fmt.Errorf("task %s: input: %w", r.name, err))
 		case m := <-r.queue:
 			// Take what is already queued, up to a bound, before looking
 			// at timers again: one select and one clock read per batch.

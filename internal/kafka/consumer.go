@@ -31,6 +31,7 @@ type Subscription struct {
 	owned  []stream.Partition // partitions read through the shared consumer
 	extra  sarama.Consumer    // for partitions another subscription reads too
 	pcs    []sarama.PartitionConsumer
+	failed chan error // a partition stopped on its own; see Failed
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -42,7 +43,7 @@ type Subscription struct {
 // message, with a warning; newer data is never skipped.
 func (c *Conn) Subscribe(inputs []Input, out chan<- stream.Message, log *slog.Logger) (*Subscription, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Subscription{conn: c, cancel: cancel}
+	s := &Subscription{conn: c, cancel: cancel, failed: make(chan error, 1)}
 	for _, in := range inputs {
 		// A sarama consumer reads a partition once; broadcast inputs are
 		// read by every task, so later readers get a consumer of their own.
@@ -80,9 +81,26 @@ func (c *Conn) Subscribe(inputs []Input, out chan<- stream.Message, log *slog.Lo
 	return s, nil
 }
 
+// Failed delivers an error when a partition stops being read while the
+// subscription is open: sarama closes a partition consumer itself, e.g.
+// when its offset fell out of the log. The reader of the subscription must
+// stop then, or it would silently stop receiving that partition.
+func (s *Subscription) Failed() <-chan error { return s.failed }
+
 func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer, out chan<- stream.Message, p stream.Partition, log *slog.Logger) {
 	defer s.wg.Done()
 	msgs, errs := pc.Messages(), pc.Errors()
+	var lastErr error
+	stopped := func() {
+		if ctx.Err() != nil {
+			return // closed by Close
+		}
+		err := fmt.Errorf("consumer of %s stopped (last error: %v)", p, lastErr)
+		select {
+		case s.failed <- err:
+		default:
+		}
+	}
 	for {
 		// Fast path while a backlog streams in: a message is ready and the
 		// queue has room. Non-blocking channel operations cost a fraction
@@ -90,6 +108,7 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 		select {
 		case m, ok := <-msgs:
 			if !ok {
+				stopped()
 				return
 			}
 			sm := toMessage(m)
@@ -114,10 +133,13 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 				errs = nil
 				continue
 			}
-			// Sarama retries fetches itself; these are reports, not failures.
+			// Sarama retries fetches itself; these are reports, not failures
+			// (unless the consumer then stops: see stopped).
+			lastErr = err.Err
 			log.Warn("consumer error", "partition", p.String(), "err", err.Err)
 		case m, ok := <-msgs:
 			if !ok {
+				stopped()
 				return
 			}
 			sm := toMessage(m)

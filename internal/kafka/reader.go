@@ -46,7 +46,10 @@ func (c *Conn) ReadRange(ctx context.Context, p stream.Partition, from, to int64
 	defer idle.Stop()
 	for {
 		select {
-		case m := <-pc.Messages():
+		case m, ok := <-pc.Messages():
+			if !ok {
+				return fmt.Errorf("read %s: the consumer stopped before offset %d", p, to)
+			}
 			if m.Offset > to {
 				return flush()
 			}
