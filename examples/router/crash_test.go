@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,20 +41,7 @@ const (
 //
 // Set GRETE_CRASH_SEED to replay a run's kill points.
 func TestCrashRouterSIGKILL(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("needs POSIX signals")
-	}
-	if testing.Short() {
-		t.Skip("crash test takes 30 s or more; skipped with -short")
-	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("GRETE_CRASH_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("GRETE_CRASH_SEED: %v", err)
-		}
-	}
-	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
+	seed := testkit.CrashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 
 	bin := testkit.Build(t, ".")
@@ -78,35 +63,8 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	}()
 	t.Cleanup(func() { <-refDone })
 
-	prodCtx, stopProd := context.WithCancel(context.Background())
-	prodDone := make(chan struct{})
-	var prodErr error // set before prodDone is closed
-	go func() {
-		defer close(prodDone)
-		prodErr = testkit.ProducePaced(prodCtx, addrs, crashInput, recs, crashChunk, crashChunkEvery)
-	}()
-	t.Cleanup(func() {
-		stopProd()
-		select {
-		case <-prodDone:
-		case <-time.After(30 * time.Second):
-			t.Error("producer did not stop")
-		}
-	})
+	prod := testkit.ProduceInBackground(t, addrs, crashInput, recs, crashChunk, crashChunkEvery)
 	producing := true
-	pollProducer := func() {
-		if !producing {
-			return
-		}
-		select {
-		case <-prodDone:
-			producing = false
-			if prodErr != nil {
-				t.Fatalf("producer: %v", prodErr)
-			}
-		default:
-		}
-	}
 
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 	args := []string{"-brokers", brokers, "-input", crashInput, "-generate", "0", "-commit", "200ms", "-quiet", "-duration", "5m"}
@@ -124,7 +82,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	})
 	start := time.Now()
 	for run := 0; ; run++ {
-		pollProducer()
+		producing = prod.Producing(t)
 		if kills >= crashMaxKills || (kills >= crashMinKills && !producing) {
 			break
 		}
@@ -144,7 +102,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 			if c.Exited() {
 				t.Fatalf("router run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
 			}
-			pollProducer()
+			producing = prod.Producing(t)
 			sum, err := testkit.CommittedSum(adm, crashGroup, crashInput)
 			if err != nil {
 				return false
@@ -169,14 +127,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	}
 	// The producer has finished; one more run catches up and stops
 	// gracefully.
-	select {
-	case <-prodDone:
-		if prodErr != nil {
-			t.Fatalf("producer: %v", prodErr)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("producer did not finish")
-	}
+	prod.Wait(t, 60*time.Second)
 	restarts = append(restarts, crashPrepareRestart(t, addrs, adm))
 	final := testkit.Start(t, bin, args, len(children))
 	children = append(children, final)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,20 +49,7 @@ const (
 //
 // Set GRETE_CRASH_SEED to replay a run's input and kill points.
 func TestCrashSessionizeSIGKILL(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("needs POSIX signals")
-	}
-	if testing.Short() {
-		t.Skip("crash test takes a minute or more; skipped with -short")
-	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("GRETE_CRASH_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("GRETE_CRASH_SEED: %v", err)
-		}
-	}
-	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
+	seed := testkit.CrashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 
 	bin := testkit.Build(t, ".")
@@ -75,35 +60,7 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
 	recs := records(t, simulate(cfg, crashEvents, time.UnixMilli(t0), 10*time.Millisecond))
 
-	prodCtx, stopProd := context.WithCancel(context.Background())
-	prodDone := make(chan struct{})
-	var prodErr error // set before prodDone is closed
-	go func() {
-		defer close(prodDone)
-		prodErr = testkit.ProducePaced(prodCtx, addrs, crashInput, recs, crashChunk, crashChunkEvery)
-	}()
-	t.Cleanup(func() {
-		stopProd()
-		select {
-		case <-prodDone:
-		case <-time.After(30 * time.Second):
-			t.Error("producer did not stop")
-		}
-	})
-	producing := true
-	pollProducer := func() {
-		if !producing {
-			return
-		}
-		select {
-		case <-prodDone:
-			producing = false
-			if prodErr != nil {
-				t.Fatalf("producer: %v", prodErr)
-			}
-		default:
-		}
-	}
+	prod := testkit.ProduceInBackground(t, addrs, crashInput, recs, crashChunk, crashChunkEvery)
 
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 	dir, freshDir := t.TempDir(), t.TempDir()
@@ -145,7 +102,7 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 			if c.Exited() {
 				t.Fatalf("run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
 			}
-			pollProducer()
+			prod.Producing(t) // fails the test if the producer failed
 			sum, err := testkit.CommittedSum(adm, crashGroup, crashInput)
 			return err == nil && sum > before && sum >= at[run]
 		}, "run %d did not get past %d events", run, at[run])
@@ -169,14 +126,7 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 
 	// The producer has finished; one more run catches up, emits once more
 	// after that, and stops gracefully.
-	select {
-	case <-prodDone:
-		if prodErr != nil {
-			t.Fatalf("producer: %v", prodErr)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("producer did not finish")
-	}
+	prod.Wait(t, 60*time.Second)
 	final := testkit.Start(t, bin, append(args(dir), "-log-level", "debug"), len(children))
 	children = append(children, final)
 	final.WaitFor(t, "job started", 60*time.Second)

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,20 +45,7 @@ const (
 //
 // Set GRETE_CRASH_SEED to replay a run's input and kill points.
 func TestCrashCountingSIGKILL(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("needs POSIX signals")
-	}
-	if testing.Short() {
-		t.Skip("crash test takes 30 s or more; skipped with -short")
-	}
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("GRETE_CRASH_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("GRETE_CRASH_SEED: %v", err)
-		}
-	}
-	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
+	seed := testkit.CrashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 
 	bin := testkit.Build(t, ".")

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -304,4 +306,88 @@ func CaughtUp(adm *kadm.Client, group, topic string) (bool, error) {
 		}
 	}
 	return len(end) > 0, nil
+}
+
+// CrashSeed starts a crash test: it skips where POSIX signals are missing
+// or under -short, and returns the run's random seed, taken from
+// GRETE_CRASH_SEED when set so that a failed run can be replayed, and
+// logged.
+func CrashSeed(t testing.TB) uint64 {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("needs POSIX signals")
+	}
+	if testing.Short() {
+		t.Skip("crash test takes 30 s or more; skipped with -short")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("GRETE_CRASH_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("GRETE_CRASH_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (replay with GRETE_CRASH_SEED=%d)", seed, seed)
+	return seed
+}
+
+// Background produces records with ProducePaced on its own goroutine,
+// stopped at the test's cleanup.
+type Background struct {
+	done      chan struct{}
+	err       error // set before done is closed
+	producing bool
+}
+
+// ProduceInBackground starts producing recs to topic, chunk records every
+// interval.
+func ProduceInBackground(t testing.TB, addrs []string, topic string, recs []*kgo.Record, chunk int, every time.Duration) *Background {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Background{done: make(chan struct{}), producing: true}
+	go func() {
+		defer close(p.done)
+		p.err = ProducePaced(ctx, addrs, topic, recs, chunk, every)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			t.Error("producer did not stop")
+		}
+	})
+	return p
+}
+
+// Producing reports whether the producer is still at work, failing the
+// test if it ended with an error. Call it from the test's goroutine.
+func (p *Background) Producing(t testing.TB) bool {
+	t.Helper()
+	if !p.producing {
+		return false
+	}
+	select {
+	case <-p.done:
+		p.producing = false
+		if p.err != nil {
+			t.Fatalf("producer: %v", p.err)
+		}
+	default:
+	}
+	return p.producing
+}
+
+// Wait waits until the producer has written everything, failing the test
+// on its error or after timeout.
+func (p *Background) Wait(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.done:
+		p.producing = false
+		if p.err != nil {
+			t.Fatalf("producer: %v", p.err)
+		}
+	case <-time.After(timeout):
+		t.Fatal("producer did not finish")
+	}
 }
