@@ -7,8 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/IBM/sarama"
-	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/internal/exampleutil"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -41,58 +40,18 @@ func newEvent(rng *rand.Rand, n uint64, now time.Time) event {
 // generate produces about rate events a second into topic until ctx ends,
 // keyed by user. A fraction malformed of them are not JSON.
 func generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, malformed float64) error {
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return err
-	}
-	cfg.Producer.Partitioner = sarama.NewHashPartitioner
-	p, err := sarama.NewAsyncProducer(kc.Brokers, cfg)
-	if err != nil {
-		return err
-	}
-	errs := make(chan error, 1)
-	go func() {
-		for range p.Successes() {
-		}
-	}()
-	go func() {
-		for e := range p.Errors() {
-			select {
-			case errs <- e.Err:
-			default:
-			}
-		}
-	}()
-	defer p.Close()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	const tick = 10 * time.Millisecond
-	t := time.NewTicker(tick)
-	defer t.Stop()
 	var n uint64
-	credit := 0.0
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			return err
-		case now := <-t.C:
-			credit += float64(rate) * tick.Seconds()
-			for ; credit >= 1; credit-- {
-				n++
-				e := newEvent(rng, n, now)
-				var value []byte
-				if rng.Float64() < malformed {
-					value = []byte(fmt.Sprintf("not json %d", n))
-				} else {
-					value, _ = json.Marshal(e)
-				}
-				select {
-				case p.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(e.User), Value: sarama.ByteEncoder(value)}:
-				case <-ctx.Done():
-					return nil
-				}
-			}
+	return exampleutil.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
+		n++
+		e := newEvent(rng, n, now)
+		value, err := json.Marshal(e)
+		if rng.Float64() < malformed {
+			value, err = []byte(fmt.Sprintf("not json %d", n)), nil
 		}
-	}
+		if err != nil {
+			return err
+		}
+		return emit([]byte(e.User), value)
+	})
 }

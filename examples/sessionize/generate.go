@@ -9,8 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/IBM/sarama"
-	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/internal/exampleutil"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -220,64 +219,22 @@ func simulate(cfg genConfig, n int, start time.Time, step time.Duration) []Event
 }
 
 // generate produces about rate events a second into topic until ctx ends,
-// keyed by visitor_id, with ts the wall clock at creation (minus nothing:
-// delayed events keep the ts they were made with).
+// keyed by visitor_id, with ts the wall clock at creation (delayed events
+// keep the ts they were made with).
 func generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, cfg genConfig) error {
-	scfg, err := kafka.Config(kc)
-	if err != nil {
-		return err
-	}
-	scfg.Producer.Partitioner = sarama.NewHashPartitioner
-	p, err := sarama.NewAsyncProducer(kc.Brokers, scfg)
-	if err != nil {
-		return err
-	}
-	errs := make(chan error, 1)
-	go func() {
-		for range p.Successes() {
-		}
-	}()
-	go func() {
-		for e := range p.Errors() {
-			select {
-			case errs <- e.Err:
-			default:
-			}
-		}
-	}()
-	defer p.Close()
 	g := newSimulator(cfg)
-	const tick = 10 * time.Millisecond
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	credit := 0.0
-	last := time.Now()
 	var batch []Event
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			return err
-		case now := <-t.C:
-			// Credit by the time that passed, not by ticks: a ticker drops
-			// ticks when the loop falls behind.
-			credit += float64(rate) * now.Sub(last).Seconds()
-			last = now
-			for ; credit >= 1; credit-- {
-				batch = g.Next(now.UnixMilli(), batch[:0])
-				for i := range batch {
-					value, err := json.Marshal(&batch[i])
-					if err != nil {
-						return err
-					}
-					select {
-					case p.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(batch[i].VisitorID), Value: sarama.ByteEncoder(value)}:
-					case <-ctx.Done():
-						return nil
-					}
-				}
+	return exampleutil.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
+		batch = g.Next(now.UnixMilli(), batch[:0])
+		for i := range batch {
+			value, err := json.Marshal(&batch[i])
+			if err != nil {
+				return err
+			}
+			if err := emit([]byte(batch[i].VisitorID), value); err != nil {
+				return err
 			}
 		}
-	}
+		return nil
+	})
 }

@@ -7,8 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/IBM/sarama"
-	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/internal/exampleutil"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -61,56 +60,9 @@ func (g *traffic) next(now time.Time) (key, value []byte) {
 // generate produces about rate events a second into topic until ctx ends,
 // keyed by experiment (murmur2, like Kafka's default partitioner).
 func generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate, experiments int) error {
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return err
-	}
-	p, err := sarama.NewAsyncProducer(kc.Brokers, cfg)
-	if err != nil {
-		return err
-	}
-	errs := make(chan error, 1)
-	done := make(chan struct{}, 2)
-	go func() {
-		for range p.Successes() {
-		}
-		done <- struct{}{}
-	}()
-	go func() {
-		for e := range p.Errors() {
-			select {
-			case errs <- e.Err:
-			default:
-			}
-		}
-		done <- struct{}{}
-	}()
-	defer func() {
-		p.AsyncClose()
-		<-done
-		<-done
-	}()
 	g := newTraffic(uint64(time.Now().UnixNano()), experiments)
-	const tick = 10 * time.Millisecond
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	credit := 0.0
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errs:
-			return err
-		case now := <-t.C:
-			credit += float64(rate) * tick.Seconds()
-			for ; credit >= 1; credit-- {
-				k, v := g.next(now)
-				select {
-				case p.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(k), Value: sarama.ByteEncoder(v)}:
-				case <-ctx.Done():
-					return nil
-				}
-			}
-		}
-	}
+	return exampleutil.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
+		k, v := g.next(now)
+		return emit(k, v)
+	})
 }

@@ -14,9 +14,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/internal/embedded"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
@@ -138,4 +140,73 @@ func (c *Cluster) StateDir(dataDir, name string) (dir string, cleanup func(), er
 		return "", nil, err
 	}
 	return tmp, func() { _ = os.RemoveAll(tmp) }, nil
+}
+
+// Generate produces generated traffic into topic at about rate events a
+// second until ctx ends. Each event is made by next, which is called once
+// per event due and hands its records (usually one) to emit; now is the
+// time the event is made. Records are partitioned by the key next emits,
+// with murmur2 like Kafka's Java client (and Grete's producer).
+func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, next func(now time.Time, emit func(key, value []byte) error) error) error {
+	cfg, err := kafka.Config(kc)
+	if err != nil {
+		return err
+	}
+	p, err := sarama.NewAsyncProducer(kc.Brokers, cfg)
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, 1)
+	var drained sync.WaitGroup
+	drained.Add(2)
+	go func() {
+		defer drained.Done()
+		for range p.Successes() {
+		}
+	}()
+	go func() {
+		defer drained.Done()
+		for e := range p.Errors() {
+			select {
+			case errs <- e.Err:
+			default:
+			}
+		}
+	}()
+	defer func() {
+		p.AsyncClose()
+		drained.Wait()
+	}()
+	emit := func(key, value []byte) error {
+		select {
+		case p.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	credit, last := 0.0, time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			return err
+		case now := <-t.C:
+			// Credit by the time that passed, not by ticks: a ticker drops
+			// ticks when the loop falls behind.
+			credit += float64(rate) * now.Sub(last).Seconds()
+			last = now
+			for ; credit >= 1; credit-- {
+				if err := next(now, emit); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+			}
+		}
+	}
 }
