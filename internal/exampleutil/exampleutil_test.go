@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,40 @@ func TestLoggerLevels(t *testing.T) {
 	}
 	if _, err := Logger("loud", &b); err == nil {
 		t.Fatal("an unknown level was accepted")
+	}
+}
+
+func TestGenerateProducesAtTheRate(t *testing.T) {
+	c, err := Connect("", "", 1, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	kc := c.Kafka("test")
+	if err := EnsureTopics(kc, Topic{Name: "gen", Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n := 0
+	start := time.Now()
+	err = Generate(ctx, kc, "gen", 2000, func(_ time.Time, emit func(key, value []byte) error) error {
+		n++
+		return emit([]byte("k"), []byte(strconv.Itoa(n)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	recs := testkit.ReadAll(t, c.Brokers, 30*time.Second, "gen")
+	if len(recs) != n {
+		t.Fatalf("%d records in the topic, %d generated", len(recs), n)
+	}
+	// Credited by elapsed time: about 2000/s, never more than the time allows.
+	if limit := int(2000*elapsed.Seconds()) + 1; n > limit || n < limit/4 {
+		t.Fatalf("generated %d events in %v at 2000/s", n, elapsed)
+	}
+	if string(recs[0].Key) != "k" || string(recs[len(recs)-1].Value) != strconv.Itoa(n) {
+		t.Fatalf("records do not carry what was emitted: %q=%q", recs[0].Key, recs[len(recs)-1].Value)
 	}
 }
