@@ -98,11 +98,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/grete-go/grete/internal/benchkit"
 )
 
 type config struct {
@@ -200,20 +201,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // profiled runs f under the CPU profiler when prefix is set.
 func profiled(prefix, what string, round int, f func() error) error {
-	if prefix == "" {
-		return f()
+	path := ""
+	if prefix != "" {
+		path = fmt.Sprintf("%s.%s.%d.pprof", prefix, what, round)
 	}
-	file, err := os.Create(fmt.Sprintf("%s.%s.%d.pprof", prefix, what, round))
+	stop, err := benchkit.StartProfile(path)
 	if err != nil {
 		return err
 	}
-	defer file.Close()
-	if err := pprof.StartCPUProfile(file); err != nil {
-		return err
-	}
-	err = f()
-	pprof.StopCPUProfile()
-	return err
+	defer stop()
+	return f()
 }
 
 func median(xs []float64) float64 {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -190,23 +189,13 @@ func runJobChild(ctx context.Context, c config, stdin io.Reader, stdout io.Write
 	if c.brokers == "" || c.input == "" || c.expect < 1 {
 		return errors.New("-run-job needs -brokers, -input and -expect")
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := benchkit.UntilClosed(ctx, stdin)
 	defer cancel()
-	go func() {
-		_, _ = io.Copy(io.Discard, stdin)
-		cancel()
-	}()
-	if c.cpuprofile != "" {
-		f, err := os.Create(c.cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := benchkit.StartProfile(c.cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	job := routerJob("bench-router-rss", strings.Split(c.brokers, ","), c.input, quietLogger(os.Stderr))
 	last := time.Now()
 	progress := func(in uint64) {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime/metrics"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -258,18 +257,14 @@ func median(xs []float64) float64 {
 // profiled runs f under the CPU profiler when path is set, into
 // path.<round>.
 func profiled(path string, round int, f func() error) error {
-	if path == "" {
-		return f()
+	if path != "" {
+		path = fmt.Sprintf("%s.%d", path, round)
 	}
-	file, err := os.Create(fmt.Sprintf("%s.%d", path, round))
+	stop, err := benchkit.StartProfile(path)
 	if err != nil {
 		return err
 	}
-	defer file.Close()
-	if err := pprof.StartCPUProfile(file); err != nil {
-		return err
-	}
-	defer pprof.StopCPUProfile()
+	defer stop()
 	return f()
 }
 
@@ -545,23 +540,13 @@ func rssChild(ctx context.Context, c config, stdin io.Reader, stdout, stderr io.
 	if c.brokers == "" || c.expect < 1 {
 		return errors.New("-rss-child needs -brokers and -expect")
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := benchkit.UntilClosed(ctx, stdin)
 	defer cancel()
-	go func() {
-		_, _ = io.Copy(io.Discard, stdin)
-		cancel()
-	}()
-	if c.cpuprofile != "" {
-		f, err := os.Create(c.cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := benchkit.StartProfile(c.cpuprofile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	dir, err := os.MkdirTemp("", "sessionize-rss-")
 	if err != nil {
 		return err

@@ -53,7 +53,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -519,22 +518,14 @@ func runBenchChild(ctx context.Context, c config, stdout io.Writer) error {
 	if c.brokers == "" || b.topic == "" || b.expect < 1 {
 		return errors.New("-bench-child needs -brokers, -bench-topic and -bench-expect")
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := benchkit.UntilClosed(ctx, os.Stdin)
 	defer cancel()
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
 	if b.cpuprofile != "" {
-		f, err := os.Create(fmt.Sprintf("%s.%s.%d.pprof", b.cpuprofile, b.child, b.round))
+		stop, err := benchkit.StartProfile(fmt.Sprintf("%s.%s.%d.pprof", b.cpuprofile, b.child, b.round))
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	kc := stream.KafkaConfig{Brokers: strings.Split(c.brokers, ","), ClientID: "bench-" + b.child}
 	var level slog.Level

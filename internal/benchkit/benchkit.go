@@ -3,7 +3,10 @@
 package benchkit
 
 import (
+	"context"
+	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 )
@@ -30,4 +33,36 @@ func PeakRSS() int64 {
 		}
 	}
 	return -1
+}
+
+// StartProfile starts the CPU profiler writing to path and returns what
+// stops it; with an empty path it does nothing.
+func StartProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// UntilClosed returns a context cancelled when r reaches its end: a
+// benchmark child reads its stdin, which closes when the parent exits,
+// however it exits, so the child never outlives it.
+func UntilClosed(ctx context.Context, r io.Reader) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, _ = io.Copy(io.Discard, r)
+		cancel()
+	}()
+	return ctx, cancel
 }
