@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/examples/router/routing"
+	"github.com/grete-go/grete/internal/benchkit"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
 )
@@ -127,4 +128,27 @@ func runJob(ctx context.Context, job *task.Job, want int64, poll time.Duration, 
 	}
 	res.shutdown = time.Since(start) - res.elapsed
 	return res, nil
+}
+
+// result is one measurement.
+type result struct {
+	messages int64         // input messages handled
+	outputs  int64         // records written
+	elapsed  time.Duration // until every input is done with
+	startup  time.Duration // until the first input was handed on
+	shutdown time.Duration // closing, after elapsed
+	cpu      time.Duration // CPU time of this process, shutdown included
+}
+
+func (r result) rate() float64 { return float64(r.messages) / r.elapsed.Seconds() }
+
+func (r result) cpuPerEvent() float64 {
+	return r.cpu.Seconds() * 1e6 / float64(r.messages)
+}
+
+// rawCopy is the baseline, benchkit.RawCopy: the least a sarama program
+// must do to copy input to output with Grete's producer guarantees.
+func rawCopy(ctx context.Context, brokers []string, input, output string) (result, error) {
+	r, err := benchkit.RawCopy(ctx, brokers, input, output)
+	return result{messages: r.Messages, outputs: r.Outputs, elapsed: r.Elapsed, startup: r.Startup, shutdown: r.Shutdown}, err
 }

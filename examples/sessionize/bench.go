@@ -13,14 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/internal/benchkit"
 	"github.com/grete-go/grete/internal/embedded"
-	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -367,106 +364,14 @@ func quiet(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// rawCopy is the baseline: the least a sarama program must do to copy the
-// input to output with the producer guarantees Grete gives, from connecting
-// until every copy is acknowledged.
+// rawCopy is the baseline, benchkit.RawCopy: the least a sarama program
+// must do to copy the input to output with Grete's producer guarantees.
 func rawCopy(ctx context.Context, addrs []string, input, output string, want int64) (result, error) {
-	cpu0, start := benchkit.CPUTime(), time.Now()
-	cfg, err := kafka.Config(stream.KafkaConfig{Brokers: addrs, ClientID: "bench-raw"})
-	if err != nil {
-		return result{}, err
+	r, err := benchkit.RawCopy(ctx, addrs, input, output)
+	if err == nil && r.Messages != want {
+		err = fmt.Errorf("raw copy: copied %d events, want %d", r.Messages, want)
 	}
-	client, err := sarama.NewClient(addrs, cfg)
-	if err != nil {
-		return result{}, err
-	}
-	defer client.Close()
-	parts, err := client.Partitions(input)
-	if err != nil {
-		return result{}, err
-	}
-	producer, err := sarama.NewAsyncProducerFromClient(client)
-	if err != nil {
-		return result{}, err
-	}
-	defer producer.AsyncClose()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		return result{}, err
-	}
-	defer consumer.Close()
-
-	var acked atomic.Int64
-	allAcked := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		for range producer.Successes() {
-			if acked.Add(1) == want {
-				close(allAcked)
-			}
-		}
-	}()
-	go func() {
-		for e := range producer.Errors() {
-			select {
-			case errc <- e.Err:
-			default:
-			}
-		}
-	}()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	for _, p := range parts {
-		end, err := client.GetOffset(input, p, sarama.OffsetNewest)
-		if err != nil {
-			return result{}, err
-		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(input, p, sarama.OffsetOldest)
-		if err != nil {
-			return result{}, err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer pc.AsyncClose()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case e := <-pc.Errors():
-					select {
-					case errc <- e.Err:
-					default:
-					}
-					return
-				case m := <-pc.Messages():
-					pm := &sarama.ProducerMessage{Topic: output, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value), Timestamp: m.Timestamp}
-					select {
-					case producer.Input() <- pm:
-					case <-ctx.Done():
-						return
-					}
-					if m.Offset+1 >= end {
-						return
-					}
-				}
-			}
-		}()
-	}
-	select {
-	case <-allAcked:
-	case err := <-errc:
-		return result{}, err
-	case <-ctx.Done():
-		return result{}, ctx.Err()
-	}
-	return result{events: want, elapsed: time.Since(start), cpu: benchkit.CPUTime() - cpu0, outputs: acked.Load()}, nil
+	return result{events: r.Messages, elapsed: r.Elapsed, cpu: r.CPU, outputs: r.Outputs}, err
 }
 
 // measureRSS is -rss: the peak RSS of a job process holding c.rss open

@@ -704,103 +704,16 @@ func rawConsume(ctx context.Context, kc stream.KafkaConfig, topic string, expect
 	return res, nil
 }
 
-// rawCopy copies every record of input to output with a sarama consumer
-// and one AsyncProducer, both configured like Grete's (idempotent, acks=all,
-// same flush settings and partitioner). The clock runs from connecting
-// until every copy is acknowledged.
+// rawCopy is the baseline, benchkit.RawCopy: every record of input copied
+// to output with sarama configured like Grete (idempotent, acks=all, same
+// flush settings and partitioner), from connecting until every copy is
+// acknowledged.
 func rawCopy(ctx context.Context, kc stream.KafkaConfig, input, output string, expect int64) (childResult, error) {
-	var res childResult
-	start := time.Now()
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return res, err
+	r, err := benchkit.RawCopy(ctx, kc.Brokers, input, output)
+	if err == nil && r.Messages != expect {
+		err = fmt.Errorf("raw copy: copied %d records, want %d", r.Messages, expect)
 	}
-	client, err := sarama.NewClient(kc.Brokers, cfg)
-	if err != nil {
-		return res, err
-	}
-	defer client.Close()
-	producer, err := sarama.NewAsyncProducerFromClient(client)
-	if err != nil {
-		return res, err
-	}
-	defer producer.AsyncClose()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		return res, err
-	}
-	defer consumer.Close()
-	parts, err := client.Partitions(input)
-	if err != nil {
-		return res, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	acked := make(chan error, 1)
-	go func() {
-		var n int64
-		for {
-			select {
-			case <-producer.Successes():
-				if n++; n == expect {
-					acked <- nil
-					return
-				}
-			case e := <-producer.Errors():
-				acked <- e.Err
-				return
-			case <-ctx.Done():
-				acked <- ctx.Err()
-				return
-			}
-		}
-	}()
-	fail := make(chan error, len(parts))
-	for _, p := range parts {
-		hi, err := client.GetOffset(input, p, sarama.OffsetNewest)
-		if err != nil {
-			return res, err
-		}
-		if hi == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(input, p, sarama.OffsetOldest)
-		if err != nil {
-			return res, err
-		}
-		go func() {
-			defer pc.AsyncClose()
-			for {
-				select {
-				case m := <-pc.Messages():
-					pm := &sarama.ProducerMessage{Topic: output, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value), Timestamp: m.Timestamp}
-					select {
-					case producer.Input() <- pm:
-					case <-ctx.Done():
-						return
-					}
-					if m.Offset >= hi-1 {
-						return
-					}
-				case e := <-pc.Errors():
-					fail <- e.Err
-					return
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-	}
-	select {
-	case err = <-acked:
-	case err = <-fail:
-	}
-	if err != nil {
-		return res, err
-	}
-	res.Elapsed = time.Since(start)
-	res.Records = expect
-	return res, nil
+	return childResult{Records: r.Messages, Elapsed: r.Elapsed, Startup: r.Startup}, err
 }
 
 // runUntilCovered runs job until it has processed want input messages,

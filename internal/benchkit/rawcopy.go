@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"context"
@@ -12,32 +12,26 @@ import (
 	"github.com/grete-go/grete/stream"
 )
 
-// result is one measurement.
-type result struct {
-	messages int64         // input messages handled
-	outputs  int64         // records written
-	elapsed  time.Duration // until every input is done with
-	startup  time.Duration // until the first input was handed on
-	shutdown time.Duration // closing, after elapsed
-	cpu      time.Duration // CPU time of this process, shutdown included
+// CopyResult is one measurement of RawCopy.
+type CopyResult struct {
+	Messages int64         // input messages copied
+	Outputs  int64         // copies acknowledged
+	Elapsed  time.Duration // from connecting until every copy is acknowledged
+	Startup  time.Duration // until the first message was handed on
+	Shutdown time.Duration // closing, after Elapsed
+	CPU      time.Duration // CPU time of this process during the call
 }
 
-func (r result) rate() float64 { return float64(r.messages) / r.elapsed.Seconds() }
-
-func (r result) cpuPerEvent() float64 {
-	return r.cpu.Seconds() * 1e6 / float64(r.messages)
-}
-
-// rawCopy is the baseline: the least a sarama program must do to copy input
+// RawCopy is the baseline every example benchmark compares with: the least a sarama program must do to copy input
 // to output with Grete's producer guarantees. Partition consumers read every
 // partition of input from the oldest offset; each message goes to output
 // through one AsyncProducer configured by internal/kafka.Config (idempotent,
 // acks=all, the same flush settings and partitioner as Grete's producer).
 // The clock runs from connecting until every message is acknowledged;
 // closing the clients afterwards is timed apart.
-func rawCopy(ctx context.Context, brokers []string, input, output string) (result, error) {
-	var res result
-	start := time.Now()
+func RawCopy(ctx context.Context, brokers []string, input, output string) (res CopyResult, err error) {
+	start, cpu0 := time.Now(), CPUTime()
+	defer func() { res.CPU = CPUTime() - cpu0 }()
 	cfg, err := kafka.Config(stream.KafkaConfig{Brokers: brokers, ClientID: "bench-raw"})
 	if err != nil {
 		return res, err
@@ -138,7 +132,7 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 					cancel()
 					return
 				case m := <-pc.Messages():
-					firstOnce.Do(func() { res.startup = time.Since(start) })
+					firstOnce.Do(func() { res.Startup = time.Since(start) })
 					pm := &sarama.ProducerMessage{
 						Topic: output, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value),
 						Timestamp: m.Timestamp,
@@ -159,8 +153,8 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 	case <-allAcked:
 	case <-ctx.Done():
 	}
-	res.elapsed = time.Since(start)
-	res.messages, res.outputs = want, acked.Load()
+	res.Elapsed = time.Since(start)
+	res.Messages, res.Outputs = want, acked.Load()
 
 	// Shut down (not timed: closing a partition consumer waits for the
 	// fetch in flight, up to Consumer.MaxWaitTime, which would add noise).
@@ -178,12 +172,12 @@ func rawCopy(ctx context.Context, brokers []string, input, output string) (resul
 	producer.AsyncClose()
 	ackWG.Wait()
 	_ = consumer.Close()
-	res.shutdown = time.Since(start) - res.elapsed
+	res.Shutdown = time.Since(start) - res.Elapsed
 	if p := firstErr.Load(); p != nil {
 		return res, *p
 	}
-	if err := parent.Err(); err != nil && res.outputs < want {
-		return res, fmt.Errorf("raw copy: stopped after %d of %d messages: %w", res.outputs, want, err)
+	if err := parent.Err(); err != nil && res.Outputs < want {
+		return res, fmt.Errorf("raw copy: stopped after %d of %d messages: %w", res.Outputs, want, err)
 	}
 	return res, nil
 }
