@@ -24,14 +24,20 @@
 //     stays bounded whatever the backlog.
 //   - Bad input: Job.OnError chooses Fail, Skip or DeadLetter for messages
 //     whose Process returns an error or panics.
+//   - Scale-out: processes running the same job join the consumer group
+//     named after it and share its tasks, whole (a task's partitions never
+//     split). Rebalances are cooperative and sticky: a task moves only when
+//     balance needs it, and is committed and closed by its old owner before
+//     its new owner restores and starts it. See Job.InstanceID,
+//     Job.SessionTimeout, Job.RebalanceTimeout and Job.Member.
 //
 // # Caveats
 //
 // Output may contain duplicates after a crash (at-least-once); make outputs
 // idempotent or de-duplicate downstream. Checkpoints are kept in a compacted
 // topic "<job>-checkpoints"; deleting it restarts every task from
-// Job.StartAt. For broadcast inputs, the offsets mirrored to the consumer
-// group are those of the task that is furthest behind.
+// Job.StartAt. The consumer group's offsets mirror the checkpoints of
+// partitioned inputs (for lag tools); broadcast inputs are not mirrored.
 //
 // Use package [github.com/grete-go/grete/task/tasktest] to test a task in
 // memory, without a broker.

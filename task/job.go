@@ -43,10 +43,12 @@ type OutputTopic struct {
 
 // Defaults for Job fields left zero.
 const (
-	DefaultCommitInterval  = 5 * time.Second
-	DefaultQueueSize       = 1024
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultCommitTimeout   = 2 * time.Minute
+	DefaultCommitInterval   = 5 * time.Second
+	DefaultQueueSize        = 1024
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultCommitTimeout    = 2 * time.Minute
+	DefaultSessionTimeout   = 10 * time.Second
+	DefaultRebalanceTimeout = 60 * time.Second
 )
 
 // Job describes a stream job. Only Name, Kafka.Brokers, Inputs and NewTask
@@ -110,10 +112,34 @@ type Job struct {
 	CommitTimeout time.Duration
 	// Checkpoints overrides where checkpoints are kept; default a
 	// checkpoint.Kafka on "<Name>-checkpoints". Run does not close a
-	// manager it did not create.
+	// manager it did not create. A checkpoint.Kafka given here should set
+	// KafkaOptions.NoMirror: Run mirrors offsets to the group itself, and
+	// only a member of a live group may commit its offsets.
 	Checkpoints checkpoint.Manager
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// InstanceID is this process's stable identity in the job's consumer
+	// group (Kafka static membership): a process restarted with the same
+	// InstanceID gets its tasks back at once, without waiting for the
+	// session timeout and without a rebalance of the other members. Two
+	// running processes must never share one. Default, for a job with
+	// Stores: derived from the host name and the absolute path of
+	// <DataDir>/<Name>, which one process at a time holds (Run locks it),
+	// so a restart keeps its identity and finds its state. Default for a
+	// job without stores: none (dynamic membership; a killed process's
+	// tasks move after SessionTimeout, a restarted one joins as new).
+	InstanceID string
+	// SessionTimeout is how long the group waits for a process that
+	// stopped heartbeating (e.g. killed) before moving its tasks; default
+	// 10 s. A process that stops gracefully hands its tasks over at once.
+	SessionTimeout time.Duration
+	// RebalanceTimeout bounds how long a rebalance waits for a process to
+	// hand over a task (finish the current message and commit); default
+	// 60 s. A task that cannot hand over in half that time is fenced: it
+	// closes without committing, and its new owner redoes the work since
+	// the last checkpoint.
+	RebalanceTimeout time.Duration
 
 	running atomic.Pointer[container]
 }
@@ -158,8 +184,11 @@ func (j *Job) Validate() error {
 	if j.NewTask == nil {
 		errs = append(errs, errors.New("field NewTask is nil"))
 	}
-	if j.Window < 0 || j.CommitInterval < 0 || j.ShutdownTimeout < 0 || j.CommitTimeout < 0 {
-		errs = append(errs, errors.New("fields Window, CommitInterval, CommitTimeout and ShutdownTimeout must not be negative"))
+	if j.Window < 0 || j.CommitInterval < 0 || j.ShutdownTimeout < 0 || j.CommitTimeout < 0 || j.SessionTimeout < 0 || j.RebalanceTimeout < 0 {
+		errs = append(errs, errors.New("fields Window, CommitInterval, CommitTimeout, ShutdownTimeout, SessionTimeout and RebalanceTimeout must not be negative"))
+	}
+	if j.InstanceID != "" && !validName.MatchString(j.InstanceID) {
+		errs = append(errs, fmt.Errorf("instance id %q may contain only letters, digits, '.', '_' and '-'", j.InstanceID))
 	}
 	if j.QueueSize < 0 {
 		errs = append(errs, errors.New("field QueueSize must not be negative"))
@@ -212,6 +241,20 @@ func (j *Job) commitTimeout() time.Duration {
 	return j.CommitTimeout
 }
 
+func (j *Job) sessionTimeout() time.Duration {
+	if j.SessionTimeout == 0 {
+		return DefaultSessionTimeout
+	}
+	return j.SessionTimeout
+}
+
+func (j *Job) rebalanceTimeout() time.Duration {
+	if j.RebalanceTimeout == 0 {
+		return DefaultRebalanceTimeout
+	}
+	return j.RebalanceTimeout
+}
+
 func (j *Job) deadLetterTopic() string {
 	if j.DeadLetterTopic == "" {
 		return j.Name + "-dlq"
@@ -243,6 +286,45 @@ type TaskStats struct {
 	LastCheckpoint checkpoint.Checkpoint
 	// Stores are the counters of the task's stores, by name.
 	Stores map[string]store.Stats
+	// RestoreTime is how long restoring the task's stores took when this
+	// process last started the task.
+	RestoreTime time.Duration
+}
+
+// MemberStats describe this process's membership in the job's group.
+type MemberStats struct {
+	Instance   string  // the process's instance id
+	Tasks      []int32 // tasks this process runs now, ascending
+	Rebalances uint64  // group rebalances this process took part in
+	Assigned   uint64  // tasks the group gave this process
+	Revoked    uint64  // tasks the group took back (handed over)
+	Fenced     uint64  // tasks that closed without their final commit
+	// Paused is the total time from the group giving this process a
+	// task to the task being ready to process (its checkpoint loaded and
+	// stores restored): what moving tasks here cost.
+	Paused time.Duration
+}
+
+// Member returns this process's group counters, or false when the job is
+// not running. It is safe to call from any goroutine.
+func (j *Job) Member() (MemberStats, bool) {
+	c := j.running.Load()
+	if c == nil {
+		return MemberStats{}, false
+	}
+	g := c.grp
+	s := MemberStats{
+		Instance:   g.instance,
+		Rebalances: g.rebalances.Load(),
+		Assigned:   g.assigned.Load(),
+		Revoked:    g.revoked.Load(),
+		Fenced:     g.fenced.Load(),
+		Paused:     time.Duration(g.pausedNs.Load()),
+	}
+	for _, r := range g.runners() {
+		s.Tasks = append(s.Tasks, r.partition)
+	}
+	return s, true
 }
 
 // Stats returns the counters of every task of the running job, ordered by
@@ -253,8 +335,9 @@ func (j *Job) Stats() []TaskStats {
 	if c == nil {
 		return nil
 	}
-	out := make([]TaskStats, 0, len(c.runners))
-	for _, r := range c.runners {
+	rs := c.grp.runners()
+	out := make([]TaskStats, 0, len(rs))
+	for _, r := range rs {
 		out = append(out, r.stats())
 	}
 	return out

@@ -4,17 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/grete-go/grete/checkpoint"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
 )
 
-// container is one running process of a job: its Kafka connection, its
-// producer, its checkpoint manager, and its tasks.
+// container is one running process of a job: its Kafka connections, its
+// producer, its checkpoint manager, its group membership, and the tasks the
+// group gave it.
 type container struct {
 	job  *Job
 	log  *slog.Logger
@@ -24,15 +30,16 @@ type container struct {
 	// Consumer.MaxWaitTime for data: sharing it would hold produce
 	// requests (and so commits) behind idle fetches.
 	input *kafka.Conn
-	// restore reads changelogs at start, with short fetch waits: a read
-	// stops at a known offset, and a fetch waiting for data past it would
-	// hold every other task's restore behind it.
-	restore  *kafka.Conn
-	producer *kafka.Producer
-	cps      checkpoint.Manager
-	ownCPs   bool
-	runners  []*runner
-	subs     []*kafka.Subscription
+	// restore reads changelogs when a task starts, with short fetch
+	// waits: a read stops at a known offset, and a fetch waiting for data
+	// past it would hold every other task's restore behind it.
+	restore    *kafka.Conn
+	restoreSem chan struct{} // bounds the tasks restoring at once
+	producer   *kafka.Producer
+	cps        checkpoint.Manager
+	ownCPs     bool
+	grp        *group
+	lock       io.Closer // the process's hold on <DataDir>/<Name>
 
 	// hardCtx is cancelled when the job must stop at once; Process and
 	// Send see it.
@@ -46,16 +53,27 @@ type container struct {
 	stop       chan struct{} // closed to ask every runner to stop gracefully
 	shutdownRq chan struct{} // a task called Coordinator.Shutdown
 	shutOnce   sync.Once
+	failMu     sync.Mutex
+	failures   []error
+	failed     chan struct{} // closed on the first task failure
+	failOnce   sync.Once
 }
 
 // Run runs the job until ctx is cancelled, a task calls
 // Coordinator.Shutdown, or a task fails.
 //
+// The process joins the job's consumer group (named after the job) and runs
+// the tasks the group gives it; start more processes with the same Job to
+// share the tasks (see InstanceID). Tasks move between processes as they
+// come and go, each committed by its old owner before its new owner starts
+// it.
+//
 // On cancellation or Shutdown every task finishes its current message,
 // commits (outputs acknowledged, then checkpoint written), closes, and Run
-// returns nil. If a task fails, the other tasks stop the same way and Run
-// returns the failure; a *ProcessError names the message. Run never returns
-// nil after an output was lost: a failed send fails the next commit.
+// returns nil after handing the tasks over to the rest of the group. If a
+// task fails, the other tasks stop the same way and Run returns the
+// failure; a *ProcessError names the message. Run never returns nil after
+// an output was lost: a failed send fails the next commit.
 //
 // Run returns at once with an error when the configuration is invalid or
 // the cluster does not match it (e.g. inputs that are not co-partitioned).
@@ -64,15 +82,12 @@ func (j *Job) Run(ctx context.Context) (err error) {
 		return err
 	}
 	log := j.logger().With("job", j.Name)
-	c := &container{job: j, log: log, stop: make(chan struct{}), shutdownRq: make(chan struct{})}
+	c := &container{job: j, log: log, stop: make(chan struct{}), shutdownRq: make(chan struct{}), failed: make(chan struct{})}
 	c.hardCtx, c.hardCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer c.hardCancel()
 	defer func() { err = errors.Join(err, c.close()) }()
 	if err := c.start(ctx); err != nil {
 		if ctx.Err() != nil {
-			// Cancelled while starting (e.g. during a long restore):
-			// nothing was processed, so this is a clean stop. A partial
-			// restore is redone at the next start.
 			log.Info("stopped while starting", "err", err)
 			return nil
 		}
@@ -87,6 +102,17 @@ func (j *Job) Run(ctx context.Context) (err error) {
 
 func (c *container) start(ctx context.Context) error {
 	j := c.job
+	if len(j.Stores) > 0 {
+		dir := filepath.Join(j.dataDir(), j.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("task: job %q: data dir: %w", j.Name, err)
+		}
+		lock, err := vfs.Default.Lock(filepath.Join(dir, "LOCK"))
+		if err != nil {
+			return fmt.Errorf("task: job %q: data dir %s is in use by another process of the job (give each process its own DataDir): %w", j.Name, dir, err)
+		}
+		c.lock = lock
+	}
 	cfg, err := kafka.Config(j.Kafka)
 	if err != nil {
 		return err
@@ -103,6 +129,7 @@ func (c *container) start(ctx context.Context) error {
 		if c.restore, err = kafka.Dial(&rcfg, j.Kafka.Brokers); err != nil {
 			return fmt.Errorf("task: job %q: %w", j.Name, err)
 		}
+		c.restoreSem = make(chan struct{}, 4)
 	}
 	tasks, err := c.taskCount()
 	if err != nil {
@@ -127,7 +154,9 @@ func (c *container) start(ctx context.Context) error {
 		}
 	}
 	if c.cps = j.Checkpoints; c.cps == nil {
-		c.cps, err = checkpoint.NewKafka(j.Kafka, j.Name, checkpoint.KafkaOptions{Logger: c.log})
+		// The group's members mirror checkpoints to the group's offsets
+		// themselves: only a member may commit offsets of a live group.
+		c.cps, err = checkpoint.NewKafka(j.Kafka, j.Name, checkpoint.KafkaOptions{Logger: c.log, NoMirror: true})
 		if err != nil {
 			return fmt.Errorf("task: job %q: %w", j.Name, err)
 		}
@@ -136,22 +165,10 @@ func (c *container) start(ctx context.Context) error {
 	if c.producer, err = kafka.NewProducer(c.conn.Client); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
-	for i := range tasks {
-		r, err := c.newRunner(ctx, int32(i))
-		if err != nil {
-			return err
-		}
-		c.runners = append(c.runners, r)
-		if err := r.openStores(); err != nil {
-			return err
-		}
+	if c.grp, err = newGroup(c); err != nil {
+		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
-	err = c.restoreAll(ctx)
-	if c.restore != nil {
-		err = errors.Join(err, c.restore.Close())
-		c.restore = nil
-	}
-	return err
+	return nil
 }
 
 // taskCount checks that the partitioned inputs are co-partitioned and that
@@ -242,78 +259,148 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 	return r, nil
 }
 
-func (c *container) run(ctx context.Context) error {
-	// Init every task before any of them consumes. If one fails, the tasks
-	// already initialised are closed: they may hold resources.
-	for i, r := range c.runners {
-		if it, ok := r.task.(InitableTask); ok {
-			if err := safeCall(func() error { return it.Init(c.hardCtx, r) }); err != nil {
-				errs := []error{fmt.Errorf("task %s: init: %w", r.name, err)}
-				for _, done := range c.runners[:i] {
-					if ct, ok := done.task.(ClosableTask); ok {
-						if err := safeCall(func() error { return ct.Close(c.hardCtx) }); err != nil {
-							errs = append(errs, fmt.Errorf("task %s: close: %w", done.name, err))
-						}
-					}
-				}
-				return errors.Join(errs...)
-			}
+// runTask runs a task the group gave this process: load its checkpoint,
+// restore its stores, Init it, read its inputs from the checkpoint, and
+// process until the group takes it back or the job stops. Stopping while
+// starting is not an error: nothing was processed, and a partial restore
+// is redone by the next owner.
+func (c *container) runTask(l *lease) error {
+	ctx, cancel := context.WithCancel(c.hardCtx)
+	defer cancel()
+	go func() {
+		select {
+		case <-l.revoke:
+		case <-c.stop:
+		case <-ctx.Done():
 		}
+		cancel()
+	}()
+	starting := func(err error) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
-	for _, r := range c.runners {
-		inputs := make([]kafka.Input, 0, len(r.parts))
-		for i, p := range r.parts {
-			inputs = append(inputs, kafka.Input{Partition: p, Offset: r.offs[i]})
+	r, err := c.newRunner(ctx, l.id)
+	if err != nil {
+		return starting(err)
+	}
+	r.lease = l
+	// The checkpoint is where the task resumes: mirror it to the group at
+	// once, since the process that wrote it may have died before its own
+	// mirror reached the group.
+	c.grp.mark(r.inputOffsets())
+	if err := r.openStores(); err != nil {
+		return errors.Join(starting(err), r.closeStores())
+	}
+	if len(r.stores) > 0 {
+		select {
+		case c.restoreSem <- struct{}{}:
+		case <-ctx.Done():
+			return r.closeStores()
 		}
-		sub, err := c.input.Subscribe(inputs, r.queue, r.log)
+		start := time.Now()
+		err = r.restore(ctx)
+		<-c.restoreSem
+		r.counters.restoreNs.Store(int64(time.Since(start)))
 		if err != nil {
-			return fmt.Errorf("task %s: %w", r.name, err)
+			return errors.Join(starting(err), r.closeStores())
 		}
-		r.inputDown = sub.Failed()
-		c.subs = append(c.subs, sub)
 	}
-	c.log.Info("job started", "tasks", len(c.runners), "inputs", c.job.Inputs, "broadcast", c.job.Broadcast)
+	if it, ok := r.task.(InitableTask); ok {
+		if err := safeCall(func() error { return it.Init(c.hardCtx, r) }); err != nil {
+			return errors.Join(fmt.Errorf("task %s: init: %w", r.name, err), r.closeStores())
+		}
+	}
+	inputs := make([]kafka.Input, 0, len(r.parts))
+	for i, p := range r.parts {
+		inputs = append(inputs, kafka.Input{Partition: p, Offset: r.offs[i]})
+	}
+	sub, err := c.input.Subscribe(inputs, r.queue, r.log)
+	if err != nil {
+		err = fmt.Errorf("task %s: %w", r.name, err)
+		if ct, ok := r.task.(ClosableTask); ok {
+			err = errors.Join(err, safeCall(func() error { return ct.Close(c.hardCtx) }))
+		}
+		return errors.Join(err, r.closeStores())
+	}
+	defer sub.Close()
+	defer sub.Stop()
+	r.inputDown = sub.Failed()
+	c.grp.mu.Lock()
+	l.r = r
+	c.grp.mu.Unlock()
+	c.grp.pausedNs.Add(int64(time.Since(l.started)))
+	r.log.Info("task started", "after", time.Since(l.started).Round(time.Millisecond))
+	return r.run()
+}
 
-	errs := make(chan error, len(c.runners))
-	var wg sync.WaitGroup
-	for _, r := range c.runners {
-		wg.Add(1)
-		r.started = true
-		go func() {
-			defer wg.Done()
-			errs <- r.run()
-		}()
-	}
-	var first error
+// fail records a task's failure and stops the job.
+func (c *container) fail(err error) {
+	c.failMu.Lock()
+	c.failures = append(c.failures, err)
+	c.failMu.Unlock()
+	c.failOnce.Do(func() { close(c.failed) })
+}
+
+func (c *container) run(ctx context.Context) error {
+	gctx, gcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer gcancel()
+	grpErr := make(chan error, 1)
+	go func() { grpErr <- c.grp.consume(gctx) }()
+	c.log.Info("job started", "instance", c.grp.instance, "tasks", c.tasks, "inputs", c.job.Inputs, "broadcast", c.job.Broadcast)
+
+	var gerr error
+	grpDone := false
 	select {
 	case <-ctx.Done():
 		c.log.Info("stopping: context cancelled")
 	case <-c.shutdownRq:
 		c.log.Info("stopping: a task asked for shutdown")
-	case first = <-errs:
-		if first != nil {
-			c.log.Error("stopping: task failed", "err", first)
-		} // a nil here is impossible: runners return only when stopped or failed
+	case <-c.failed:
+		c.log.Error("stopping: task failed", "err", c.firstFailure())
+	case gerr = <-grpErr:
+		grpDone = true
+		c.log.Error("stopping: group membership failed", "err", gerr)
 	}
 	c.stopAll()
 	// Bound the graceful stop: past the timeout, cancel in-flight work.
 	timer := time.AfterFunc(c.job.shutdownTimeout()+5*time.Second, c.hardCancel)
 	defer timer.Stop()
-	wg.Wait()
-	close(errs)
-	var all []error
-	if first != nil {
-		all = append(all, first)
+	// Ending the group session revokes every claim; each task commits and
+	// closes before its claim is released.
+	gcancel()
+	if !grpDone {
+		gerr = <-grpErr
 	}
-	for err := range errs {
-		if err != nil {
-			all = append(all, err)
-		}
-	}
-	if len(all) == 0 {
+	c.waitTasks()
+	c.failMu.Lock()
+	all := append([]error{gerr}, c.failures...)
+	c.failMu.Unlock()
+	err := errors.Join(all...)
+	if err == nil {
 		c.log.Info("job stopped cleanly")
 	}
-	return errors.Join(all...)
+	return err
+}
+
+// waitTasks waits until every task has stopped.
+func (c *container) waitTasks() {
+	c.grp.mu.Lock()
+	ls := make([]*lease, 0, len(c.grp.tasks))
+	for _, l := range c.grp.tasks {
+		ls = append(ls, l)
+	}
+	c.grp.mu.Unlock()
+	for _, l := range ls {
+		<-l.done
+	}
+}
+
+func (c *container) firstFailure() error {
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	return c.failures[0]
 }
 
 // ensureOutput creates topic, once, when AutoCreateOutputs is set.
@@ -340,16 +427,8 @@ func (c *container) requestShutdown() { c.shutOnce.Do(func() { close(c.shutdownR
 // close releases everything start opened, in dependency order.
 func (c *container) close() error {
 	var errs []error
-	for _, r := range c.runners {
-		if !r.started {
-			errs = append(errs, r.closeStores())
-		}
-	}
-	for _, s := range c.subs {
-		s.Stop()
-	}
-	for _, s := range c.subs {
-		s.Close()
+	if c.grp != nil {
+		errs = append(errs, c.grp.leave())
 	}
 	if c.producer != nil {
 		errs = append(errs, c.producer.Close())
@@ -365,6 +444,9 @@ func (c *container) close() error {
 	}
 	if c.conn != nil {
 		errs = append(errs, c.conn.Close())
+	}
+	if c.lock != nil {
+		errs = append(errs, c.lock.Close())
 	}
 	return errors.Join(errs...)
 }

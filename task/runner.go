@@ -29,7 +29,7 @@ type runner struct {
 	queue     chan stream.Message
 	stores    []*taskStore
 	inputDown <-chan error // the task's subscription lost a partition
-	started   bool         // run was called: it closes the stores itself
+	lease     *lease       // the group's lease of this task
 
 	// offs[i] is the next offset to process in parts[i]; only the runner
 	// goroutine touches it. A slice scanned from the last hit beats a map
@@ -48,7 +48,7 @@ type runner struct {
 
 type counters struct {
 	processed, sent, windows, commits, skipped, dead atomic.Uint64
-	processNs, windowNs, commitNs                    atomic.Int64
+	processNs, windowNs, commitNs, restoreNs         atomic.Int64
 	lastCheckpoint                                   atomic.Pointer[checkpoint.Checkpoint]
 }
 
@@ -65,6 +65,7 @@ func (r *runner) stats() TaskStats {
 		CommitTime:   time.Duration(k.commitNs.Load()),
 		Skipped:      k.skipped.Load(),
 		DeadLettered: k.dead.Load(),
+		RestoreTime:  time.Duration(k.restoreNs.Load()),
 	}
 	if cp := k.lastCheckpoint.Load(); cp != nil {
 		s.LastCheckpoint = cp.Clone()
@@ -130,6 +131,9 @@ func (r *runner) run() error {
 		select {
 		case <-r.c.stop:
 			return r.finish(nil)
+		case <-r.lease.revoke:
+			r.log.Info("handing the task over")
+			return r.finish(nil)
 		case err := <-r.inputDown:
 			// Restarting resumes from the checkpoint, and a position no
 			// longer in the log restarts at the oldest retained message.
@@ -139,7 +143,7 @@ func (r *runner) run() error {
 			// at timers again: one select and one clock read per batch.
 			start := time.Now()
 			err := r.process(m)
-			for n := 1; err == nil && n < maxBatch && !r.commitRq && !r.shutdown; n++ {
+			for n := 1; err == nil && n < maxBatch && !r.commitRq && !r.shutdown && r.lease.fence.Load() == 0; n++ {
 				if len(r.stores) > 0 && r.storesFull() {
 					break
 				}
@@ -304,6 +308,9 @@ func (r *runner) commit(ctx context.Context) error {
 	if !r.dirty && r.tracker.Sent() == r.sentAtCkp && !r.storesDirty() {
 		return nil
 	}
+	if r.lease.fenced() {
+		return errFenced
+	}
 	start := time.Now()
 	if err := r.flushStores(ctx); err != nil {
 		return fmt.Errorf("task %s: commit: %w", r.name, err)
@@ -325,9 +332,15 @@ func (r *runner) commit(ctx context.Context) error {
 		s.offset = max(s.offset, r.tracker.ChangelogOffset(s.idx))
 		cp.Changelogs[s.spec.Name] = s.offset
 	}
+	if r.lease.fenced() {
+		// Changelog records written above lie past the last checkpoint:
+		// the next owner's restore trims them.
+		return errFenced
+	}
 	if err := r.c.cps.Write(ctx, cp); err != nil {
 		return fmt.Errorf("task %s: commit: %w", r.name, err)
 	}
+	r.c.grp.mark(cp.Inputs)
 	for _, s := range r.stores {
 		if err := s.local.Commit(store.Meta{CheckpointID: cp.ID, Offset: s.offset}); err != nil {
 			// The checkpoint is written; the store is behind it and the
@@ -349,12 +362,21 @@ func (r *runner) commit(ctx context.Context) error {
 func (r *runner) finish(cause error) error {
 	ctx, cancel := context.WithTimeout(r.c.hardCtx, r.c.job.shutdownTimeout())
 	defer cancel()
+	if f := r.lease.fence.Load(); f != 0 {
+		// Handing over: the commit must be done before the fence.
+		var cancelFence context.CancelFunc
+		ctx, cancelFence = context.WithDeadline(ctx, time.Unix(0, f))
+		defer cancelFence()
+	}
 	var errs []error
 	if cause != nil {
 		errs = append(errs, cause)
 	}
 	if r.tracker.Err() == nil {
 		if err := r.commit(ctx); err != nil {
+			if r.lease.fenced() {
+				err = errFenced
+			}
 			errs = append(errs, err)
 		}
 	} else if cause == nil {

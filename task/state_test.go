@@ -106,10 +106,13 @@ func countingJob(b *embedded.Broker, dir string, sink *stateSink, cps checkpoint
 	return job
 }
 
+// runUntil runs job until its tasks (one per partition of "in") have
+// processed n messages.
 func runUntil(t *testing.T, job *task.Job, n uint64) {
 	t.Helper()
+	parts := testkit.Partitions(t, job.Kafka.Brokers, "in")
 	stop, _ := start(t, job)
-	testkit.Eventually(t, time.Minute, func() bool { return job.Stats() != nil && total(job, processed) == n }, "job did not process %d", n)
+	testkit.Eventually(t, time.Minute, func() bool { return running(job, parts) && total(job, processed) == n }, "job did not process %d", n)
 	require.NoError(t, stop())
 }
 
@@ -312,7 +315,7 @@ func TestStoreBehindCheckpointReplaysTheTail(t *testing.T) {
 	sink := newSink()
 	job := countingJob(b, old, sink, cps)
 	stop, _ := start(t, job)
-	testkit.Eventually(t, time.Minute, func() bool { return job.Stats() != nil }, "job did not start")
+	testkit.Eventually(t, time.Minute, func() bool { return running(job, 1) }, "job did not start")
 	restored := job.Stats()[0].Stores["counts"].RestoreRecords
 	require.NoError(t, stop())
 	require.Equal(t, want, merged(sink.atInit), "the tail brought the old store up to the checkpoint")
@@ -384,7 +387,7 @@ func TestFailedMessageLeavesNoStateBehind(t *testing.T) {
 				job := mk(sink)
 				stop, _ := start(t, job)
 				testkit.Eventually(t, time.Minute, func() bool {
-					return job.Stats() != nil && total(job, func(s task.TaskStats) uint64 { return s.Processed + s.Skipped }) == 100
+					return running(job, 1) && total(job, func(s task.TaskStats) uint64 { return s.Processed + s.Skipped }) == 100
 				}, "not all handled")
 				require.NoError(t, stop())
 				require.Equal(t, want, merged(sink.state))

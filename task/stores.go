@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -310,32 +309,6 @@ func (r *runner) closeStores() error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("task %s: %v", r.name, errs)
-	}
-	return nil
-}
-
-// restoreAll restores every runner's stores, several tasks at a time.
-func (c *container) restoreAll(ctx context.Context) error {
-	if len(c.job.Stores) == 0 {
-		return nil
-	}
-	sem := make(chan struct{}, 4)
-	errs := make([]error, len(c.runners))
-	var wg sync.WaitGroup
-	for i, r := range c.runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs[i] = r.restore(ctx)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	producing := true
 
 	adm := kadm.NewClient(testkit.Client(t, addrs))
-	args := []string{"-brokers", brokers, "-input", crashInput, "-generate", "0", "-commit", "200ms", "-quiet", "-duration", "5m"}
+	args := []string{"-brokers", brokers, "-input", crashInput, "-generate", "0", "-commit", "200ms", "-quiet", "-duration", "5m", "-instance", "crash"}
 	var (
 		children []*testkit.Child
 		restarts []crashRestart // restarts[i] precedes children[i+1]

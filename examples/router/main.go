@@ -57,6 +57,7 @@ type config struct {
 	dataDir    string
 	onError    string
 	name       string
+	instance   string
 	partitions int
 	commit     time.Duration
 	quiet      bool
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` for the embedded broker's data (empty = in memory)")
 	fs.StringVar(&c.onError, "on-error", "dead-letter", "bad-input `policy`: fail, skip or dead-letter")
 	fs.StringVar(&c.name, "name", "router", "job `name` (consumer group, checkpoint and DLQ topic prefix)")
+	fs.StringVar(&c.instance, "instance", "", "this process's `id` among the job's processes: a restart with the same id takes its tasks back at once (default: none)")
 	fs.IntVar(&c.partitions, "partitions", 8, "partitions of the input topic when the router creates it")
 	fs.DurationVar(&c.commit, "commit", task.DefaultCommitInterval, "commit `interval`")
 	fs.BoolVar(&c.quiet, "quiet", false, "print no per-second lines")
@@ -132,6 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		OnError:           policy,
 		CommitInterval:    c.commit,
 		AutoCreateOutputs: true,
+		InstanceID:        c.instance,
 		Logger:            log,
 	}
 
@@ -148,6 +151,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer close(printDone)
 		report(genCtx, stdout, job, stats, c.quiet)
 	}()
+	go exampleutil.ReportTasks(genCtx, stdout, job)
 
 	runErr := job.Run(ctx)
 	elapsed := time.Since(start)

@@ -67,7 +67,7 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	args := func(dir string) []string {
 		return []string{"-brokers", strings.Join(addrs, ","), "-input", crashInput, "-output", crashOutput, "-late-topic", crashLate,
 			"-gap", crashGap.String(), "-grace", crashGrace.String(), "-window", "500ms", "-commit", "200ms",
-			"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", dir}
+			"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", dir, "-instance", "crash"}
 	}
 	// Kill points spread over the whole input: each run is killed at a
 	// random moment once the checkpoints cover a random share of it.

@@ -136,6 +136,7 @@ type config struct {
 	partitions int
 	commit     time.Duration
 	name       string
+	instance   string
 	quiet      bool
 	logLevel   string
 
@@ -167,6 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.partitions, "partitions", 8, "partitions of the input topic when sessionize creates it")
 	fs.DurationVar(&c.commit, "commit", task.DefaultCommitInterval, "commit `interval`")
 	fs.StringVar(&c.name, "name", "sessionize", "job `name` (consumer group, changelog, checkpoint and DLQ topic prefix)")
+	fs.StringVar(&c.instance, "instance", "", "this process's `id` among the job's processes (default: derived from the host and -data-dir)")
 	fs.BoolVar(&c.quiet, "quiet", false, "print no per-emit lines")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.IntVar(&c.bench, "bench", 0, "benchmark: time the job on `N` events against a raw sarama copy, then exit")
@@ -242,6 +244,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Window:         c.window,
 		CommitInterval: c.commit,
 		DataDir:        stateDir,
+		InstanceID:     c.instance,
 		Logger:         log,
 	}, stats)
 
@@ -269,6 +272,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer close(printDone)
 		report(genCtx, stdout, job, stats, c.quiet)
 	}()
+	go exampleutil.ReportTasks(genCtx, stdout, job)
 
 	runErr := job.Run(ctx)
 	elapsed := time.Since(start)

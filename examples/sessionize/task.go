@@ -34,6 +34,7 @@ type jobConfig struct {
 	Window         time.Duration // period of the snapshot emits
 	CommitInterval time.Duration
 	DataDir        string
+	InstanceID     string
 	Logger         *slog.Logger
 }
 
@@ -52,6 +53,7 @@ func newJob(c jobConfig, stats *Stats) *task.Job {
 		Inputs:         []string{c.Input},
 		Stores:         []store.Spec{{Name: storeName, TrackChanges: true}},
 		DataDir:        c.DataDir,
+		InstanceID:     c.InstanceID,
 		Window:         c.Window,
 		CommitInterval: c.CommitInterval,
 		OnError:        task.DeadLetter,

@@ -102,7 +102,7 @@ func TestCrashCountingSIGKILL(t *testing.T) {
 			dir = newDir
 		}
 		return []string{"-brokers", strings.Join(addrs, ","), "-generate", "0", "-window", "300ms", "-commit", "50ms",
-			"-top", strconv.Itoa(crashTop), "-quiet", "-duration", "5m", "-data-dir", dir}
+			"-top", strconv.Itoa(crashTop), "-quiet", "-duration", "5m", "-data-dir", dir, "-instance", "crash"}
 	}
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 	var (

@@ -109,6 +109,7 @@ type config struct {
 	commit      time.Duration
 	onError     string
 	name        string
+	instance    string
 	quiet       bool
 	logLevel    string
 
@@ -132,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.commit, "commit", task.DefaultCommitInterval, "commit `interval`")
 	fs.StringVar(&c.onError, "on-error", "dead-letter", "bad-input `policy`: fail, skip or dead-letter")
 	fs.StringVar(&c.name, "name", "topexperiments", "job name `prefix`: the jobs are <prefix>-count and <prefix>-merge")
+	fs.StringVar(&c.instance, "instance", "", "this process's `id` among the jobs' processes (default: derived from the host and -data-dir)")
 	fs.BoolVar(&c.quiet, "quiet", false, "print no periodic lines, only the final top-N")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	c.bench.flags(fs)
@@ -195,7 +197,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	count := countJob(c.name, kc, c.input, c.output, c.top, c.window, counters)
 	merge := mergeJob(c.name, kc, c.output, c.top, board.set)
 	for _, j := range []*task.Job{count, merge} {
-		j.DataDir, j.CommitInterval, j.OnError, j.Logger = stateDir, c.commit, policy, log
+		j.DataDir, j.CommitInterval, j.OnError, j.Logger, j.InstanceID = stateDir, c.commit, policy, log, c.instance
 	}
 
 	genCtx, stopGen := context.WithCancel(ctx)
@@ -212,6 +214,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			report(genCtx, stdout, counters, board)
 		}
 	}()
+	go exampleutil.ReportTasks(genCtx, stdout, count, merge)
 
 	runErr := runJobs(ctx, count, merge)
 	stopGen()

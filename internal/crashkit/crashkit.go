@@ -58,9 +58,10 @@ func History(t testing.TB, addrs []string, job string) []checkpoint.Checkpoint {
 	return out
 }
 
-// CheckResumed checks that run c logged "resuming from checkpoint" for job
-// for exactly the tasks that had a checkpoint in before (loaded before c
-// started), with the ids of those checkpoints.
+// CheckResumed waits until run c has started all tasks of job, then
+// checks that it logged "resuming from checkpoint" for exactly the tasks
+// that had a checkpoint in before (loaded before c started), with the ids
+// of those checkpoints.
 //
 // One race is allowed for: a checkpoint the killed run had sent just
 // before SIGKILL can land after the test's load. Then the new run resumes
@@ -69,6 +70,10 @@ func History(t testing.TB, addrs []string, job string) []checkpoint.Checkpoint {
 // test's later checks.
 func CheckResumed(t testing.TB, addrs []string, job string, tasks int, c *testkit.Child, before map[string]checkpoint.Checkpoint) {
 	t.Helper()
+	started := regexp.MustCompile(`msg="task started" job=` + regexp.QuoteMeta(job) + ` task=`)
+	testkit.Eventually(t, time.Minute, func() bool {
+		return len(started.FindAllStringIndex(c.Stderr.String(), -1)) >= tasks
+	}, "run %d did not start its %d tasks", c.Run, tasks)
 	line := regexp.MustCompile(`msg="resuming from checkpoint" job=` + regexp.QuoteMeta(job) + ` task=(task-\d+) id=(\d+)`)
 	got := map[string]uint64{}
 	for _, m := range line.FindAllStringSubmatch(c.Stderr.String(), -1) {

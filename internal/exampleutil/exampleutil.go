@@ -22,6 +22,7 @@ import (
 	"github.com/grete-go/grete/internal/embedded"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/task"
 )
 
 // RunFunc is an example's body: flags in args, output to stdout and stderr.
@@ -207,6 +208,37 @@ func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int
 					return err
 				}
 			}
+		}
+	}
+}
+
+// ReportTasks prints a line each time the set of tasks this process runs
+// changes (several processes of one job share its tasks), until ctx ends.
+func ReportTasks(ctx context.Context, w io.Writer, jobs ...*task.Job) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	last := make([]string, len(jobs))
+	for i := range last {
+		last[i] = "none"
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for i, job := range jobs {
+			m, ok := job.Member()
+			if !ok {
+				continue
+			}
+			now := fmt.Sprint(m.Tasks)
+			if now == last[i] {
+				continue
+			}
+			last[i] = now
+			fmt.Fprintf(w, "%s: instance %s runs tasks %v (rebalances %d, tasks assigned %d, handed over %d)\n",
+				job.Name, m.Instance, m.Tasks, m.Rebalances, m.Assigned, m.Revoked)
 		}
 	}
 }

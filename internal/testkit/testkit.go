@@ -59,6 +59,22 @@ func CreateTopicWith(t testing.TB, addrs []string, opts []kgo.Opt, topic string,
 	}
 }
 
+// Partitions returns topic's partition count.
+func Partitions(t testing.TB, addrs []string, topic string) int {
+	t.Helper()
+	adm := kadm.NewClient(Client(t, addrs))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	td, err := adm.ListTopics(ctx, topic)
+	if err == nil {
+		err = td[topic].Err
+	}
+	if err != nil {
+		t.Fatalf("describe topic %s: %v", topic, err)
+	}
+	return len(td[topic].Partitions)
+}
+
 // Produce writes records synchronously, in order, and fails the test on any
 // error. Records without a topic go to topic.
 func Produce(t testing.TB, addrs []string, topic string, recs []*kgo.Record) {

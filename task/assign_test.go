@@ -1,0 +1,164 @@
+package task
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// settle runs the assignor the way a cooperative group does: members
+// rejoin with what they were given (a member that lost a task has stopped
+// it) until nothing is withheld. It returns the final assignment and the
+// number of tasks that changed owner.
+func settle(t *testing.T, n int32, members []memberInfo) (map[string][]int32, int) {
+	t.Helper()
+	before := map[int32]string{}
+	for _, m := range members {
+		for _, task := range m.Owned {
+			before[task] = m.id
+		}
+	}
+	ms := slices.Clone(members)
+	for round := 0; ; round++ {
+		require.Less(t, round, 3, "a handover takes at most two rounds")
+		out := assignTasks(n, ms)
+		checkDisjoint(t, n, out)
+		total := 0
+		for _, ts := range out {
+			total += len(ts)
+		}
+		if total == int(n) {
+			moved := 0
+			for id, ts := range out {
+				for _, task := range ts {
+					if owner, ok := before[task]; ok && owner != id {
+						moved++
+					}
+				}
+			}
+			return out, moved
+		}
+		for i := range ms {
+			ms[i].Owned = out[ms[i].id]
+		}
+	}
+}
+
+func checkDisjoint(t *testing.T, n int32, out map[string][]int32) {
+	t.Helper()
+	seen := map[int32]string{}
+	for id, ts := range out {
+		require.True(t, slices.IsSorted(ts))
+		for _, task := range ts {
+			require.True(t, task >= 0 && task < n, "task %d out of range", task)
+			prev, dup := seen[task]
+			require.False(t, dup, "task %d given to %s and %s", task, prev, id)
+			seen[task] = id
+		}
+	}
+}
+
+func members(ids ...string) []memberInfo {
+	ms := make([]memberInfo, len(ids))
+	for i, id := range ids {
+		ms[i] = memberInfo{id: id}
+	}
+	return ms
+}
+
+func TestAssignBalancesAFreshGroup(t *testing.T) {
+	out, _ := settle(t, 8, members("a", "b", "c"))
+	var sizes []int
+	for _, ts := range out {
+		sizes = append(sizes, len(ts))
+	}
+	slices.Sort(sizes)
+	require.Equal(t, []int{2, 3, 3}, sizes)
+}
+
+// A fourth member joining a balanced group of three takes exactly the
+// tasks needed to balance, one from each; when it leaves, they go back to
+// the members that still have their state.
+func TestAssignMovesOnlyWhatBalanceNeedsAndPrefersWarmMembers(t *testing.T) {
+	ms := members("a", "b", "c")
+	start, moved := settle(t, 12, ms)
+	require.Zero(t, moved)
+	for i := range ms {
+		ms[i].Owned = start[ms[i].id]
+		require.Len(t, ms[i].Owned, 4)
+	}
+
+	joined := append(slices.Clone(ms), memberInfo{id: "d"})
+	out, moved := settle(t, 12, joined)
+	require.Equal(t, 3, moved, "12 tasks over 4 members: each of the 3 gives up one")
+	require.Len(t, out["d"], 3)
+	for _, m := range ms {
+		require.Len(t, out[m.id], 3)
+		require.Subset(t, m.Owned, out[m.id], "%s kept its own tasks", m.id)
+	}
+
+	// d leaves; a, b and c still have local state for what they gave up.
+	left := slices.Clone(ms)
+	for i := range left {
+		left[i].Owned = out[left[i].id]
+		left[i].Warm = slices.DeleteFunc(slices.Clone(ms[i].Owned), func(t int32) bool { return slices.Contains(out[ms[i].id], t) })
+	}
+	back, moved := settle(t, 12, left)
+	require.Zero(t, moved, "nothing a, b or c ran moved")
+	for _, m := range ms {
+		require.Equal(t, m.Owned, back[m.id], "%s got its own task back", m.id)
+	}
+}
+
+// A moving task is never given to its new owner while its old owner still
+// runs it.
+func TestAssignWithholdsAMovingTaskForOneRound(t *testing.T) {
+	ms := []memberInfo{{id: "a", Owned: []int32{0, 1, 2, 3}}, {id: "b"}}
+	out := assignTasks(4, ms)
+	require.Equal(t, []int32{0, 1}, out["a"], "a keeps its share")
+	require.Empty(t, out["b"], "b waits until a has handed over")
+	ms[0].Owned = out["a"]
+	out = assignTasks(4, ms)
+	require.Equal(t, []int32{2, 3}, out["b"])
+}
+
+func TestAssignGivesATaskClaimedTwiceToOneMember(t *testing.T) {
+	out, _ := settle(t, 2, []memberInfo{{id: "a", Owned: []int32{0, 1}}, {id: "b", Owned: []int32{1}}})
+	require.Equal(t, []int32{0}, out["a"])
+	require.Equal(t, []int32{1}, out["b"])
+}
+
+// Random groups: every task ends up with exactly one member, shares differ
+// by at most one, and the result does not depend on the members' order.
+func TestAssignRandomGroups(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for range 300 {
+		n := int32(rng.IntN(40))
+		ms := make([]memberInfo, 1+rng.IntN(6))
+		for i := range ms {
+			ms[i].id = fmt.Sprintf("m%d", i)
+		}
+		for task := range n {
+			if rng.IntN(3) > 0 {
+				i := rng.IntN(len(ms))
+				ms[i].Owned = append(ms[i].Owned, task)
+			}
+			if rng.IntN(2) == 0 {
+				i := rng.IntN(len(ms))
+				ms[i].Warm = append(ms[i].Warm, task)
+			}
+		}
+		out, _ := settle(t, n, ms)
+		lo, hi := int(n), 0
+		for _, m := range ms {
+			lo, hi = min(lo, len(out[m.id])), max(hi, len(out[m.id]))
+		}
+		require.LessOrEqual(t, hi-lo, 1, "balanced")
+		shuffled := slices.Clone(ms)
+		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		require.Equal(t, assignTasks(n, ms), assignTasks(n, shuffled))
+	}
+}

@@ -1,0 +1,161 @@
+package task_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/testkit"
+	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/task"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// A task resumes from its checkpoint even when the process that wrote it
+// died before mirroring it to the group: the new owner mirrors it at once,
+// so lag tools do not show lag that is not there.
+func TestGroupOffsetsMirrorTheCheckpointAtStart(t *testing.T) {
+	b := setup(t, 2, 100)
+	cps := checkpoint.NewMemory()
+	ends := map[int32]int64{}
+	adm := kadm.NewClient(testkit.Client(t, b.Addrs()))
+	listed, err := adm.ListEndOffsets(context.Background(), "in")
+	require.NoError(t, err)
+	end := map[int32]int64{}
+	listed.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
+	for p := range int32(2) {
+		ends[p] = end[p]
+		require.NoError(t, cps.Write(context.Background(), checkpoint.Checkpoint{
+			ID: 1, Task: fmt.Sprintf("task-%d", p), Inputs: map[stream.Partition]int64{{Topic: "in", Partition: p}: end[p]},
+		}))
+	}
+	job := newJob(b, "mirror", func() task.StreamTask { return &funcTask{} })
+	job.Checkpoints = cps
+	stop, _ := start(t, job)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		committed, _, err := testkit.GroupOffsets(adm, "mirror", "in")
+		return err == nil && committed[0] == ends[0] && committed[1] == ends[1]
+	}, "the checkpoints were not mirrored to the group")
+	require.Zero(t, total(job, processed), "nothing was left to process")
+	require.NoError(t, stop())
+}
+
+// Two processes of one job share its tasks; when one stops gracefully,
+// the other takes its tasks over from their checkpoints at once, and every
+// message is processed exactly once across the handover (each process
+// commits before giving a task away).
+func TestTwoProcessesShareTasksAndHandOver(t *testing.T) {
+	b := setup(t, 4, 0)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	mk := func(id string) *task.Job {
+		job := newJob(b, "share", func() task.StreamTask {
+			return &funcTask{process: func(_ context.Context, m stream.Message, _ task.Collector, _ task.Coordinator) error {
+				mu.Lock()
+				seen[fmt.Sprintf("%d/%d", m.Partition, m.Offset)]++
+				mu.Unlock()
+				return nil
+			}}
+		})
+		job.InstanceID = id
+		return job
+	}
+	a, c := mk("a"), mk("c")
+	stopA, _ := start(t, a)
+	testkit.Eventually(t, 30*time.Second, func() bool { return running(a, 4) }, "a did not take all tasks")
+	stopC, _ := start(t, c)
+	testkit.Eventually(t, time.Minute, func() bool { return running(a, 2) && running(c, 2) }, "the tasks were not shared")
+	ma, _ := a.Member()
+	mc, _ := c.Member()
+	require.Len(t, slices.Concat(ma.Tasks, mc.Tasks), 4)
+	require.EqualValues(t, 2, ma.Revoked, "a handed over exactly the 2 tasks balance needs")
+
+	testkit.Produce(t, b.Addrs(), "in", records(2000))
+	testkit.Eventually(t, time.Minute, func() bool { return total(a, processed)+total(c, processed) >= 1000 }, "no progress")
+	require.NoError(t, stopA())
+	testkit.Eventually(t, time.Minute, func() bool { return running(c, 4) }, "c did not take a's tasks over")
+	testkit.Eventually(t, time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 2000
+	}, "not every message was processed")
+	require.NoError(t, stopC())
+	for k, n := range seen {
+		require.Equal(t, 1, n, "message %s processed %d times", k, n)
+	}
+}
+
+// A task stuck in Process when the group takes it away is fenced: once
+// half the rebalance timeout has passed it may no longer commit, so its
+// new owner resumes from the last checkpoint and processes the stuck
+// message again, instead of the two owners' writes interleaving.
+func TestStuckTaskIsFencedOnHandover(t *testing.T) {
+	b := setup(t, 4, 0)
+	cps := checkpoint.NewMemory()
+	var (
+		mu      sync.Mutex
+		seen    = map[string]int{}
+		blockOn = int32(-1) // partition whose next message blocks
+		stuckAt string      // that message
+		stuck   = make(chan struct{})
+		unblock = make(chan struct{})
+	)
+	mk := func(id string) *task.Job {
+		job := newJob(b, "fence", func() task.StreamTask {
+			return &funcTask{process: func(_ context.Context, m stream.Message, _ task.Collector, _ task.Coordinator) error {
+				mu.Lock()
+				seen[fmt.Sprintf("%d/%d", m.Partition, m.Offset)]++
+				block := m.Partition == blockOn
+				if block {
+					blockOn, stuckAt = -1, fmt.Sprintf("%d/%d", m.Partition, m.Offset)
+				}
+				mu.Unlock()
+				if block {
+					close(stuck)
+					<-unblock
+				}
+				return nil
+			}}
+		})
+		job.InstanceID = id
+		job.Checkpoints = cps
+		job.RebalanceTimeout = 4 * time.Second
+		return job
+	}
+	a := mk("a")
+	stopA, _ := start(t, a)
+	testkit.Eventually(t, 30*time.Second, func() bool { return running(a, 4) }, "a did not take all tasks")
+	// A joining member takes tasks 2 and 3 from a; block task 3.
+	mu.Lock()
+	blockOn = 3
+	mu.Unlock()
+	testkit.Produce(t, b.Addrs(), "in", records(200))
+	<-stuck
+	c := mk("c")
+	stopC, _ := start(t, c)
+	testkit.Eventually(t, 30*time.Second, func() bool { m, _ := a.Member(); return m.Revoked == 2 }, "a was not asked to hand over")
+	// The fence is half the rebalance timeout after the revocation.
+	time.Sleep(2*time.Second + 500*time.Millisecond)
+	close(unblock)
+	testkit.Eventually(t, 30*time.Second, func() bool { m, _ := a.Member(); return m.Fenced == 1 }, "the stuck task was not fenced")
+	testkit.Eventually(t, time.Minute, func() bool { return running(a, 2) && running(c, 2) }, "c did not get its share")
+	testkit.Eventually(t, time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 200 && seen[stuckAt] == 2
+	}, "not every message was processed, or the stuck one not again")
+	require.NoError(t, stopC())
+	require.NoError(t, stopA())
+	twice := 0
+	for _, n := range seen {
+		if n > 1 {
+			twice++
+		}
+	}
+	require.Equal(t, 1, twice, "only the stuck message, whose progress was not committed, is processed again")
+}
