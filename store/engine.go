@@ -1,13 +1,19 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/btree"
 )
 
@@ -25,6 +31,9 @@ type engine interface {
 	// apply writes ws and, when meta is non-nil, the metadata, atomically;
 	// durable when sync is set.
 	apply(ws []write, meta []byte, sync bool) error
+	// load writes ws, sorted by key with one write per key, neither
+	// atomically nor durably: the bulk writes of a restore.
+	load(ws []write) error
 	meta() ([]byte, error) // nil when none was written
 	close() error
 }
@@ -38,6 +47,10 @@ type engineIter interface {
 	err() error
 	close() error
 }
+
+// batchOverhead bounds what a Pebble batch adds to a record's key and
+// value: its kind and two varint lengths, and the batch header.
+const batchOverhead = 1 + 2*binary.MaxVarintLen32
 
 // metaKey holds the engine's metadata. It sorts before every data key
 // (which begin with a namespace byte >= 'a').
@@ -85,6 +98,8 @@ func (e *memEngine) apply(ws []write, meta []byte, _ bool) error {
 	return nil
 }
 
+func (e *memEngine) load(ws []write) error { return e.apply(ws, nil, false) }
+
 func (e *memEngine) meta() ([]byte, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
@@ -129,7 +144,9 @@ func (m *memIter) close() error  { return nil }
 // --- pebble engine ---
 
 type pebbleEngine struct {
-	db *pebble.DB
+	db   *pebble.DB
+	dir  string
+	opts *pebble.Options
 }
 
 func openPebble(dir string, s Spec) (*pebbleEngine, error) {
@@ -149,12 +166,13 @@ func openPebble(dir string, s Spec) (*pebbleEngine, error) {
 	} else {
 		opts.MemTableSize = 4 << 20
 	}
+	opts.EnsureDefaults() // load writes tables with them
 	db, err := pebble.Open(dir, opts)
 	cache.Unref() // the DB holds its own reference
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble at %s: %w", dir, err)
 	}
-	return &pebbleEngine{db: db}, nil
+	return &pebbleEngine{db: db, dir: dir, opts: opts}, nil
 }
 
 func (e *pebbleEngine) get(key []byte) ([]byte, bool, error) {
@@ -173,7 +191,12 @@ func (e *pebbleEngine) get(key []byte) ([]byte, bool, error) {
 }
 
 func (e *pebbleEngine) apply(ws []write, meta []byte, sync bool) error {
-	b := e.db.NewBatch()
+	// Sized up front, the batch does not grow (and copy itself) as it fills.
+	size := batchOverhead + len(metaKey) + len(meta)
+	for _, w := range ws {
+		size += batchOverhead + len(w.key) + len(w.value)
+	}
+	b := e.db.NewBatchWithSize(size)
 	defer b.Close()
 	for _, w := range ws {
 		var err error
@@ -197,6 +220,64 @@ func (e *pebbleEngine) apply(ws []write, meta []byte, sync bool) error {
 	}
 	return b.Commit(opts)
 }
+
+// minIngest is the fewest bytes of writes that load ingests as a table;
+// fewer go through a batch, which has no file to create and sync.
+const minIngest = 1 << 20
+
+// load writes ws in a table that Pebble ingests: it bypasses the log and
+// the memtable, whose flush would write the table anyway.
+func (e *pebbleEngine) load(ws []write) error {
+	size := 0
+	for _, w := range ws {
+		size += len(w.key) + len(w.value)
+	}
+	if size < minIngest {
+		return e.apply(ws, nil, false)
+	}
+	// Ingest moves the file into the database. One left behind by a crash
+	// is not one of Pebble's, and the next load replaces it.
+	path := filepath.Join(e.dir, "restore.sst")
+	f, err := e.opts.FS.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	t := sstable.NewWriter(&tableFile{f: f, w: bufio.NewWriterSize(f, 256<<10)}, e.opts.MakeWriterOptions(0, e.db.TableFormat()))
+	for _, w := range ws {
+		if w.del {
+			err = t.Delete(w.key)
+		} else {
+			err = t.Set(w.key, w.value)
+		}
+		if err != nil {
+			break
+		}
+	}
+	// Close syncs the file, as Ingest requires.
+	if err = errors.Join(err, t.Close()); err == nil {
+		err = e.db.Ingest(context.Background(), []string{path})
+	}
+	if err != nil {
+		_ = e.opts.FS.Remove(path)
+	}
+	return err
+}
+
+// tableFile is where load writes a table: with a larger buffer than
+// Pebble's own file writer, which writes a few kilobytes at a time.
+type tableFile struct {
+	f vfs.File
+	w *bufio.Writer
+}
+
+func (t *tableFile) Write(p []byte) error {
+	_, err := t.w.Write(p)
+	return err
+}
+
+func (t *tableFile) Finish() error { return errors.Join(t.w.Flush(), t.f.Sync(), t.f.Close()) }
+
+func (t *tableFile) Abort() { _ = t.f.Close() }
 
 func (e *pebbleEngine) meta() ([]byte, error) {
 	v, ok, err := e.get(metaKey)

@@ -53,14 +53,6 @@ func decodeMeta(b []byte) (Meta, error) {
 	return Meta{CheckpointID: binary.BigEndian.Uint64(b[1:]), Offset: int64(binary.BigEndian.Uint64(b[9:]))}, nil
 }
 
-// pend is a buffered write: the value to set, or a delete.
-type pend struct {
-	key, value []byte
-	del        bool
-}
-
-func lessPend(a, b *pend) bool { return bytes.Compare(a.key, b.key) < 0 }
-
 // Local is a task's store: an engine plus the writes buffered since the
 // last commit. Reads see buffered writes; buffered writes reach the engine
 // only through Commit, after their changelog records are acknowledged and
@@ -70,22 +62,29 @@ func lessPend(a, b *pend) bool { return bytes.Compare(a.key, b.key) < 0 }
 // Task code sees a Local as a Store. The other exported methods are the
 // commit and restore protocol, driven by package task.
 type Local struct {
-	spec    Spec
-	dir     string
-	eng     engine
-	pending *btree.BTreeG[*pend]
-	pbytes  int
+	spec Spec
+	dir  string
+	eng  engine
+	buf  *writeBuffer
+	// kbuf and vbuf are scratch space for the engine key and value of a
+	// write: the buffer keeps copies.
+	kbuf, vbuf []byte
 	// marks mirrors the change markers the engine holds (TrackChanges):
 	// TakeChanges reads them here, never iterating the engine's marker
 	// range, where taken markers linger as tombstones until compaction.
 	marks  *btree.BTreeG[string]
 	now    func() time.Time
 	closed bool
-	// undo records what each buffered write replaced since Savepoint, so
-	// that Rollback can take back the writes of a failed message.
-	undo       []undoEntry
-	undoOn     bool
-	undoPbytes int
+	// undo records what each write since Savepoint replaced in the
+	// entries buffered before it (spLen of them), so that Rollback can
+	// take back the writes of a failed message.
+	undo   []undoEntry
+	undoOn bool
+	spLen  int
+	// restoring gathers replayed records (restoringBytes of them) until
+	// the engine takes them.
+	restoring      []write
+	restoringBytes int
 
 	gets, puts, dels, flushes, expired atomic.Uint64
 	flushNs                            atomic.Int64
@@ -105,7 +104,7 @@ func Open(dir string, spec Spec, now func() time.Time) (*Local, error) {
 	if now == nil {
 		now = time.Now
 	}
-	l := &Local{spec: spec, dir: dir, now: now, pending: btree.NewG(16, lessPend)}
+	l := &Local{spec: spec, dir: dir, now: now, buf: newWriteBuffer()}
 	if err := l.openEngine(); err != nil {
 		return nil, err
 	}
@@ -164,13 +163,28 @@ func dataKey(key []byte) []byte {
 	return k
 }
 
+// scratchKey returns ns + key in scratch space that the next call reuses.
+func (l *Local) scratchKey(ns byte, key []byte) []byte {
+	l.kbuf = append(append(l.kbuf[:0], ns), key...)
+	return l.kbuf
+}
+
+// expiryKey returns the TTL index key of key expiring at exp, in the same
+// scratch space as scratchKey.
+func (l *Local) expiryKey(exp int64, key []byte) []byte {
+	l.kbuf = binary.BigEndian.AppendUint64(append(l.kbuf[:0], nsExpiry), uint64(exp))
+	l.kbuf = append(l.kbuf, key...)
+	return l.kbuf
+}
+
 // lookup returns the engine value of an engine key, buffered writes first.
+// A buffered value is shared with the buffer: read it, never modify it.
 func (l *Local) lookup(k []byte) ([]byte, bool, error) {
-	if p, ok := l.pending.Get(&pend{key: k}); ok {
-		if p.del {
+	if w, ok := l.buf.get(k); ok {
+		if w.del {
 			return nil, false, nil
 		}
-		return p.value, true, nil
+		return w.value, true, nil
 	}
 	return l.eng.get(k)
 }
@@ -200,7 +214,7 @@ func (l *Local) Get(key []byte) ([]byte, bool, error) {
 		return nil, false, ErrClosed
 	}
 	l.gets.Add(1)
-	v, ok, err := l.lookup(dataKey(key))
+	v, ok, err := l.lookup(l.scratchKey(nsData, key))
 	if !ok || err != nil {
 		return nil, false, err
 	}
@@ -211,22 +225,20 @@ func (l *Local) Get(key []byte) ([]byte, bool, error) {
 	return bytes.Clone(val), true, nil
 }
 
+// buffer buffers a write of copies of k and v, recording in the undo log
+// what it replaces.
 func (l *Local) buffer(k, v []byte, del bool) {
-	p := &pend{key: k, value: v, del: del}
-	old, ok := l.pending.ReplaceOrInsert(p)
-	if ok {
-		l.pbytes -= len(old.key) + len(old.value)
-	}
-	l.pbytes += len(k) + len(v)
-	if l.undoOn {
-		l.undo = append(l.undo, undoEntry{key: k, prev: old, had: ok})
+	prev, i := l.buf.set(k, v, del)
+	// An entry first written since the Savepoint is dropped by Rollback
+	// as a whole: it needs no undo.
+	if l.undoOn && i >= 0 && int(i) < l.spLen {
+		l.undo = append(l.undo, undoEntry{i: i, prev: prev})
 	}
 }
 
 type undoEntry struct {
-	key  []byte
-	prev *pend // the buffered write it replaced, when had
-	had  bool
+	i    int32 // index of the entry in the buffer
+	prev write // what it held
 }
 
 // Savepoint marks the current buffered writes: a later Rollback takes back
@@ -236,21 +248,31 @@ type undoEntry struct {
 func (l *Local) Savepoint() {
 	l.undo = l.undo[:0]
 	l.undoOn = true
-	l.undoPbytes = l.pbytes
+	l.spLen = l.buf.len()
 }
 
-// Rollback takes back every buffered write since the last Savepoint.
+// Rollback takes back every buffered write since the last Savepoint (or,
+// without one, since the last commit).
 func (l *Local) Rollback() {
 	for i := len(l.undo) - 1; i >= 0; i-- {
-		u := l.undo[i]
-		if u.had {
-			l.pending.ReplaceOrInsert(u.prev)
-		} else {
-			l.pending.Delete(&pend{key: u.key})
-		}
+		l.buf.putBack(l.undo[i].i, l.undo[i].prev)
 	}
+	clear(l.undo)
 	l.undo = l.undo[:0]
-	l.pbytes = l.undoPbytes
+	l.buf.truncate(l.spLen)
+}
+
+// dropExpiry buffers the deletion of the TTL index entry of key's current
+// value, if it has one.
+func (l *Local) dropExpiry(key []byte) error {
+	old, ok, err := l.lookup(l.scratchKey(nsData, key))
+	if err != nil {
+		return err
+	}
+	if ok && len(old) >= 9 && old[0] == hdrExpiring {
+		l.buffer(l.expiryKey(int64(binary.BigEndian.Uint64(old[1:9])), key), nil, true)
+	}
+	return nil
 }
 
 // Put implements Store.
@@ -259,27 +281,20 @@ func (l *Local) Put(key, value []byte) error {
 		return ErrClosed
 	}
 	l.puts.Add(1)
-	k := dataKey(key)
 	var v []byte
 	if l.spec.TTL > 0 {
-		exp := l.now().Add(l.spec.TTL).UnixNano()
-		// Drop the index entry of the previous expiry, if any.
-		if old, ok, err := l.lookup(k); err != nil {
+		if err := l.dropExpiry(key); err != nil {
 			return err
-		} else if ok && len(old) >= 9 && old[0] == hdrExpiring {
-			l.buffer(expiryKey(int64(binary.BigEndian.Uint64(old[1:9])), key), nil, true)
 		}
-		v = make([]byte, 9+len(value))
-		v[0] = hdrExpiring
-		binary.BigEndian.PutUint64(v[1:], uint64(exp))
-		copy(v[9:], value)
-		l.buffer(expiryKey(exp, key), []byte{}, false)
+		exp := l.now().Add(l.spec.TTL).UnixNano()
+		l.buffer(l.expiryKey(exp, key), []byte{}, false)
+		v = binary.BigEndian.AppendUint64(append(l.vbuf[:0], hdrExpiring), uint64(exp))
 	} else {
-		v = make([]byte, 1+len(value))
-		v[0] = hdrPlain
-		copy(v[1:], value)
+		v = append(l.vbuf[:0], hdrPlain)
 	}
-	l.buffer(k, v, false)
+	v = append(v, value...)
+	l.vbuf = v
+	l.buffer(l.scratchKey(nsData, key), v, false)
 	l.markChanged(key)
 	return nil
 }
@@ -300,35 +315,20 @@ func (l *Local) Delete(key []byte) error {
 		return ErrClosed
 	}
 	l.dels.Add(1)
-	k := dataKey(key)
 	if l.spec.TTL > 0 {
-		if old, ok, err := l.lookup(k); err != nil {
+		if err := l.dropExpiry(key); err != nil {
 			return err
-		} else if ok && len(old) >= 9 && old[0] == hdrExpiring {
-			l.buffer(expiryKey(int64(binary.BigEndian.Uint64(old[1:9])), key), nil, true)
 		}
 	}
-	l.buffer(k, nil, true)
+	l.buffer(l.scratchKey(nsData, key), nil, true)
 	l.markChanged(key)
 	return nil
 }
 
 func (l *Local) markChanged(key []byte) {
-	if !l.spec.TrackChanges {
-		return
+	if l.spec.TrackChanges {
+		l.buffer(l.scratchKey(nsChange, key), []byte{}, false)
 	}
-	k := make([]byte, 1+len(key))
-	k[0] = nsChange
-	copy(k[1:], key)
-	l.buffer(k, []byte{}, false)
-}
-
-func expiryKey(exp int64, key []byte) []byte {
-	k := make([]byte, 9+len(key))
-	k[0] = nsExpiry
-	binary.BigEndian.PutUint64(k[1:], uint64(exp))
-	copy(k[9:], key)
-	return k
 }
 
 // Range implements Store.
@@ -366,32 +366,28 @@ func (l *Local) userIter(lo, hi []byte) Iterator {
 	if l.closed {
 		return &errIter{err: ErrClosed}
 	}
-	m, err := l.merged(lo, hi)
+	m, err := l.merged(lo, hi, l.buf.scan(lo, hi))
 	if err != nil {
 		return &errIter{err: err}
 	}
 	return &userIter{m: m, now: l.now().UnixNano()}
 }
 
-// merged iterates engine keys in [lo, hi), buffered writes over the engine.
-func (l *Local) merged(lo, hi []byte) (*mergeIter, error) {
-	var ps []*pend
-	l.pending.AscendRange(&pend{key: lo}, &pend{key: hi}, func(p *pend) bool {
-		ps = append(ps, p)
-		return true
-	})
+// merged iterates engine keys in [lo, hi): ps, the buffered writes in
+// that range in key order, over the engine.
+func (l *Local) merged(lo, hi []byte, ps []write) (*mergeIter, error) {
 	ei, err := l.eng.iter(lo, hi)
 	if err != nil {
 		return nil, err
 	}
-	return &mergeIter{ps: ps, e: ei, started: false}, nil
+	return &mergeIter{ps: ps, e: ei}, nil
 }
 
 // mergeIter merges a snapshot of buffered writes with an engine iterator;
 // a buffered write hides the engine's value of its key, and a buffered
 // delete hides the key.
 type mergeIter struct {
-	ps      []*pend
+	ps      []write
 	pi      int
 	e       engineIter
 	eok     bool
@@ -412,28 +408,24 @@ func (m *mergeIter) next() bool {
 		m.eok = m.e.next()
 	}
 	for {
-		var p *pend
-		if m.pi < len(m.ps) {
-			p = m.ps[m.pi]
-		}
-		switch {
-		case p == nil && !m.eok:
+		if m.pi == len(m.ps) && !m.eok {
 			return false
-		case p == nil || (m.eok && bytes.Compare(m.e.key(), p.key) < 0):
+		}
+		if m.pi == len(m.ps) || (m.eok && bytes.Compare(m.e.key(), m.ps[m.pi].key) < 0) {
 			m.k, m.v = m.e.key(), m.e.value()
 			m.advance = true
 			return true
-		default:
-			if m.eok && bytes.Equal(m.e.key(), p.key) {
-				m.eok = m.e.next() // hidden by the buffered write
-			}
-			m.pi++
-			if p.del {
-				continue
-			}
-			m.k, m.v = p.key, p.value
-			return true
 		}
+		p := &m.ps[m.pi]
+		if m.eok && bytes.Equal(m.e.key(), p.key) {
+			m.eok = m.e.next() // hidden by the buffered write
+		}
+		m.pi++
+		if p.del {
+			continue
+		}
+		m.k, m.v = p.key, p.value
+		return true
 	}
 }
 

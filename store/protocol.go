@@ -31,11 +31,7 @@ func (l *Local) TakeChanges(limit int, fn func(key, value []byte) error) (int, e
 	// Changed keys: committed markers (marks) merged with buffered ones,
 	// a buffered delete hiding a committed marker.
 	var keys [][]byte
-	var ps []*pend
-	l.pending.AscendRange(&pend{key: []byte{nsChange}}, &pend{key: []byte{nsChange + 1}}, func(p *pend) bool {
-		ps = append(ps, p)
-		return true
-	})
+	ps := l.buf.scan([]byte{nsChange}, []byte{nsChange + 1})
 	full := func() bool { return limit > 0 && len(keys) >= limit }
 	pi := 0
 	l.marks.Ascend(func(mk string) bool {
@@ -85,11 +81,11 @@ func (l *Local) TakeChanges(limit int, fn func(key, value []byte) error) (int, e
 
 // Buffered is the number of bytes of writes buffered since the last
 // commit.
-func (l *Local) Buffered() int { return l.pbytes }
+func (l *Local) Buffered() int { return l.buf.size }
 
 // Full reports whether the write buffer has reached Spec.WriteBuffer: the
 // task should commit now.
-func (l *Local) Full() bool { return l.pbytes >= l.spec.WriteBuffer }
+func (l *Local) Full() bool { return l.buf.size >= l.spec.WriteBuffer }
 
 // maxSweep bounds the expired entries one flush deletes, so a mass expiry
 // cannot stall a commit; the rest go at the next commits.
@@ -104,7 +100,8 @@ func (l *Local) sweepExpired() error {
 	hi := make([]byte, 9)
 	hi[0] = nsExpiry
 	binary.BigEndian.PutUint64(hi[1:], uint64(now)+1)
-	m, err := l.merged([]byte{nsExpiry}, hi)
+	lo := []byte{nsExpiry}
+	m, err := l.merged(lo, hi, l.buf.filter(lo, hi))
 	if err != nil {
 		return err
 	}
@@ -118,15 +115,14 @@ func (l *Local) sweepExpired() error {
 	for _, ik := range idx {
 		key := ik[9:]
 		exp := int64(binary.BigEndian.Uint64(ik[1:9]))
-		dk := dataKey(key)
-		v, ok, err := l.lookup(dk)
+		v, ok, err := l.lookup(l.scratchKey(nsData, key))
 		if err != nil {
 			return err
 		}
 		// The index entry may be stale (the key was rewritten); delete the
 		// data only when it carries this very expiry.
 		if ok && len(v) >= 9 && v[0] == hdrExpiring && int64(binary.BigEndian.Uint64(v[1:9])) == exp {
-			l.buffer(dk, nil, true)
+			l.buffer(l.scratchKey(nsData, key), nil, true)
 			l.markChanged(key)
 			l.expired.Add(1)
 		}
@@ -136,10 +132,11 @@ func (l *Local) sweepExpired() error {
 }
 
 // Flush is step 2 of the commit protocol: it deletes expired entries, then
-// calls emit once per buffered key, in key order, with the engine key and
-// value to log (value nil for a tombstone). Repeated writes to a key since
-// the last commit coalesce into one record. The writes stay buffered until
-// Commit.
+// calls emit once per buffered key with the engine key and value to log
+// (value nil for a tombstone). Repeated writes to a key since the last
+// commit coalesce into one record; records come in key order. The writes
+// stay buffered until Commit. emit may keep key and value: they are never
+// modified.
 func (l *Local) Flush(emit func(key, value []byte) error) error {
 	if l.closed {
 		return ErrClosed
@@ -149,17 +146,16 @@ func (l *Local) Flush(emit func(key, value []byte) error) error {
 		return err
 	}
 	var err error
-	l.pending.Ascend(func(p *pend) bool {
-		v := p.value
-		if p.del {
+	for _, w := range l.buf.inOrder() {
+		v := w.value
+		if w.del {
 			v = nil
-		} else if v == nil {
-			v = []byte{}
 		}
-		err = emit(p.key, v)
-		return err == nil
-	})
-	if err == nil && l.pending.Len() > 0 {
+		if err = emit(w.key, v); err != nil {
+			break
+		}
+	}
+	if err == nil && l.buf.len() > 0 {
 		l.flushes.Add(1)
 	}
 	l.flushNs.Add(int64(time.Since(start)))
@@ -173,20 +169,18 @@ func (l *Local) Commit(meta Meta) error {
 	if l.closed {
 		return ErrClosed
 	}
-	ws := make([]write, 0, l.pending.Len())
-	l.pending.Ascend(func(p *pend) bool {
-		ws = append(ws, write{key: p.key, value: p.value, del: p.del})
-		return true
-	})
-	if err := l.eng.apply(ws, meta.encode(), true); err != nil {
+	// In key order: Pebble sorts a large batch itself, and inserts sorted
+	// keys into its memtable faster.
+	if err := l.eng.apply(l.buf.inOrder(), meta.encode(), true); err != nil {
 		return fmt.Errorf("store %q: commit: %w", l.spec.Name, err)
 	}
-	for _, w := range ws {
-		l.noteMarks(w.key, w.del)
+	if l.marks != nil {
+		for _, w := range l.buf.ents {
+			l.noteMarks(w.key, w.del)
+		}
 	}
-	l.pending.Clear(false)
-	l.pbytes = 0
-	l.undo, l.undoPbytes = l.undo[:0], 0
+	l.buf.reset()
+	l.undo, l.spLen = l.undo[:0], 0
 	return nil
 }
 
@@ -210,37 +204,76 @@ type Record struct {
 	Key, Value []byte
 }
 
-// Restore writes replayed changelog records straight to the engine, not
-// durably: FinishRestore makes them durable with their metadata.
+// restoreChunk is how many bytes of replayed records a store gathers
+// before it writes them to its engine.
+const restoreChunk = 4 << 20
+
+// Restore writes replayed changelog records to the engine, not durably:
+// FinishRestore makes them durable with their metadata. The store gathers
+// records and writes them by chunks of a few megabytes, each sorted by key
+// with only the last record of each key, which Pebble ingests as a table
+// instead of passing them through its log and memtable. The records reach
+// the engine (and reads) by FinishRestore at the latest, and Restore keeps
+// the keys and values of recs, which must not change, until then.
 func (l *Local) Restore(recs []Record) error {
 	if l.closed {
 		return ErrClosed
 	}
-	ws := make([]write, len(recs))
-	var n uint64
-	for i, r := range recs {
+	for _, r := range recs {
 		if len(r.Key) == 0 {
 			return fmt.Errorf("store %q: restore: changelog record with empty key", l.spec.Name)
 		}
-		ws[i] = write{key: r.Key, value: r.Value, del: r.Value == nil}
-		n += uint64(len(r.Key) + len(r.Value))
 	}
-	if err := l.eng.apply(ws, nil, false); err != nil {
-		return fmt.Errorf("store %q: restore: %w", l.spec.Name, err)
+	var n int
+	for _, r := range recs {
+		l.restoring = append(l.restoring, write{key: r.Key, value: r.Value, del: r.Value == nil})
+		l.noteMarks(r.Key, r.Value == nil)
+		n += len(r.Key) + len(r.Value)
 	}
-	for _, w := range ws {
-		l.noteMarks(w.key, w.del)
-	}
+	l.restoringBytes += n
 	l.restRecs.Add(uint64(len(recs)))
-	l.restBytes.Add(n)
+	l.restBytes.Add(uint64(n))
+	if l.restoringBytes >= restoreChunk {
+		return l.loadRestoring()
+	}
 	return nil
 }
 
-// FinishRestore durably records meta once replay is complete; took is the
-// time replay took, for Stats.
+// loadRestoring writes the records Restore gathered to the engine.
+func (l *Local) loadRestoring() error {
+	rs := l.restoring
+	if len(rs) == 0 {
+		return nil
+	}
+	idx := make([]int32, len(rs))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	sortByKey(idx, func(i int32) []byte { return rs[i].key })
+	// Equal keys sort by index: the last of a run is the latest record.
+	ws := make([]write, 0, len(idx))
+	for j, i := range idx {
+		if j+1 < len(idx) && bytes.Equal(rs[i].key, rs[idx[j+1]].key) {
+			continue
+		}
+		ws = append(ws, rs[i])
+	}
+	clear(l.restoring)
+	l.restoring, l.restoringBytes = l.restoring[:0], 0
+	if err := l.eng.load(ws); err != nil {
+		return fmt.Errorf("store %q: restore: %w", l.spec.Name, err)
+	}
+	return nil
+}
+
+// FinishRestore writes what Restore gathered and durably records meta
+// once replay is complete; took is the time replay took, for Stats.
 func (l *Local) FinishRestore(meta Meta, took time.Duration) error {
 	if l.closed {
 		return ErrClosed
+	}
+	if err := l.loadRestoring(); err != nil {
+		return err
 	}
 	l.restNs.Add(int64(took))
 	return l.eng.apply(nil, meta.encode(), true)
@@ -273,9 +306,10 @@ func (l *Local) Wipe() error {
 			return fmt.Errorf("store %q: wipe: %w", l.spec.Name, err)
 		}
 	}
-	l.undo, l.undoPbytes = l.undo[:0], 0
-	l.pending.Clear(false)
-	l.pbytes = 0
+	l.buf.reset()
+	l.undo, l.spLen = l.undo[:0], 0
+	clear(l.restoring)
+	l.restoring, l.restoringBytes = l.restoring[:0], 0
 	return l.openEngine()
 }
 

@@ -55,7 +55,9 @@ type Entry struct {
 //	if err := it.Err(); err != nil { ... }
 //
 // Key and Value are valid until the next call to Next or Close: copy what
-// must outlive them.
+// must outlive them. An iterator walks the store as it was when Range or
+// Prefix opened it: writes and commits made while it is open do not change
+// what it returns.
 type Iterator interface {
 	Next() bool
 	Key() []byte

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -502,10 +503,16 @@ func TestModel(t *testing.T) {
 type model struct {
 	data, pendData       map[string]*string // pend: nil value is a delete
 	changed, pendChanged map[string]bool    // pend: false is a taken marker
+	// saved are pendData and pendChanged at the last Savepoint (or
+	// commit), for Rollback.
+	savedData    map[string]*string
+	savedChanged map[string]bool
 }
 
 func newModel() *model {
-	return &model{data: map[string]*string{}, pendData: map[string]*string{}, changed: map[string]bool{}, pendChanged: map[string]bool{}}
+	m := &model{data: map[string]*string{}, changed: map[string]bool{}}
+	m.abort()
+	return m
 }
 
 func (m *model) get(k string) (string, bool) {
@@ -546,10 +553,20 @@ func (m *model) commit() {
 			delete(m.changed, k)
 		}
 	}
-	m.pendData, m.pendChanged = map[string]*string{}, map[string]bool{}
+	m.abort()
 }
 
-func (m *model) abort() { m.pendData, m.pendChanged = map[string]*string{}, map[string]bool{} }
+func (m *model) abort() {
+	m.pendData, m.pendChanged = map[string]*string{}, map[string]bool{}
+	m.savepoint()
+}
+
+func (m *model) savepoint() {
+	m.savedData, m.savedChanged = maps.Clone(m.pendData), maps.Clone(m.pendChanged)
+}
+func (m *model) rollback() {
+	m.pendData, m.pendChanged = maps.Clone(m.savedData), maps.Clone(m.savedChanged)
+}
 
 // records are the changelog records a flush should emit.
 func (m *model) records() []Record {
@@ -643,7 +660,15 @@ func runModel(t *testing.T, eng Engine, seed uint64, ops int) {
 	}
 
 	for op := 0; op < ops; op++ {
-		switch r := rng.IntN(100); {
+		switch r := rng.IntN(110); {
+		case r >= 105:
+			trace = append(trace, "rollback")
+			s.Rollback()
+			m.rollback()
+		case r >= 100:
+			trace = append(trace, "savepoint")
+			s.Savepoint()
+			m.savepoint()
 		case r < 35:
 			k := randKey()
 			v := fmt.Sprint(rng.IntN(1000))

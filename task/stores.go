@@ -79,7 +79,8 @@ func (r *runner) Store(name string) (store.Store, error) {
 	return nil, fmt.Errorf("task %s: no store %q (declare it in Job.Stores)", r.name, name)
 }
 
-// restoreBatch is how many changelog records go into one engine write.
+// restoreBatch is how many changelog records the reader hands the store
+// at a time (the store writes its engine by larger chunks).
 const restoreBatch = 4096
 
 // restore brings every store of the task to its checkpoint.
@@ -167,8 +168,10 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 	var recs, bytes uint64
 	nextLog := time.Now().Add(2 * time.Second)
 	// Fetching and writing overlap: an applier goroutine writes batches to
-	// the store while the next ones are read.
-	batches := make(chan []store.Record, 2)
+	// the store while the next ones are read. The store writes its engine
+	// by chunks of a few megabytes, each ending with syncs: the queue lets
+	// reading go on meanwhile.
+	batches := make(chan []store.Record, 8)
 	applied := make(chan error, 1)
 	var failed atomic.Bool
 	go func() {
@@ -182,10 +185,12 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 		}
 		applied <- err
 	}()
-	readErr := r.c.restore.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
+	readErr := r.c.restore.ReadRange(ctx, p, first, to, restoreBatch, func(ms []kafka.Record) error {
 		if failed.Load() {
 			return errors.New("store write failed")
 		}
+		// The store keeps the keys and values until FinishRestore: they
+		// are the reader's to give away.
 		batch := make([]store.Record, len(ms))
 		for i, m := range ms {
 			batch[i] = store.Record{Key: m.Key, Value: m.Value}
@@ -228,7 +233,7 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 // value the store holds at the checkpoint, or a tombstone.
 func (r *runner) trim(ctx context.Context, s *taskStore, p stream.Partition, from, to int64) error {
 	keys := map[string]struct{}{}
-	err := r.c.restore.ReadRange(ctx, p, from, to, restoreBatch, func(ms []*sarama.ConsumerMessage) error {
+	err := r.c.restore.ReadRange(ctx, p, from, to, restoreBatch, func(ms []kafka.Record) error {
 		for _, m := range ms {
 			keys[string(m.Key)] = struct{}{}
 		}

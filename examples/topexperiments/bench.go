@@ -606,7 +606,19 @@ func benchRestoreJob(ctx context.Context, kc stream.KafkaConfig, b bench, dataDi
 		}
 	}
 	res.Elapsed = time.Since(start)
-	for _, s := range job.Stats() {
+	// A task shows in Stats only once it runs, a moment after its Init.
+	stats := job.Stats()
+	for len(stats) < partitions {
+		select {
+		case err := <-errc:
+			return res, fmt.Errorf("restore job returned before every task ran: %v", err)
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		stats = job.Stats()
+	}
+	for _, s := range stats {
 		st := s.Stores[benchStore]
 		res.Records += int64(st.RestoreRecords)
 		res.Bytes += int64(st.RestoreBytes)

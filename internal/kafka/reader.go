@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -10,67 +11,242 @@ import (
 	"github.com/grete-go/grete/stream"
 )
 
-// ReadRange calls fn with batches of the records of p whose offsets lie in
-// [from, to], in order. from may be Oldest. Offsets without a record
-// (removed by compaction) are skipped: reading stops at the first record
-// past to. Callers pass a to below the partition's high watermark: the
-// record there always exists, since compaction keeps the last batch. It
-// uses its own consumer, so many ranges can be read at once.
-func (c *Conn) ReadRange(ctx context.Context, p stream.Partition, from, to int64, batch int, fn func([]*sarama.ConsumerMessage) error) error {
+// Record is one record that ReadRange read. Key and Value are nil for a
+// null key or value (a tombstone has a nil Value).
+type Record struct {
+	Offset     int64
+	Key, Value []byte
+}
+
+// ReadRange calls fn with batches of up to batch records of p whose offsets
+// lie in [from, to], in order. from may be Oldest; a from that the log no
+// longer holds (compaction or retention moved its start) reads from the
+// start. Offsets without a record are skipped, and so are the records of
+// aborted transactions when the connection reads committed records only.
+// Callers pass a to below the high watermark: ReadRange waits for records
+// up to to. The records are fn's to keep.
+//
+// ReadRange is made for replaying a log. It fetches on a connection of its
+// own to the partition's leader, so that ranges read at once do not wait
+// behind each other's requests, and it fetches the next records while fn
+// handles the last ones. Records go to fn straight from the fetch
+// responses, without the per-record hand-offs of a sarama consumer.
+func (c *Conn) ReadRange(ctx context.Context, p stream.Partition, from, to int64, batch int, fn func([]Record) error) error {
 	if to < 0 || (from >= 0 && from > to) {
 		return nil
 	}
-	consumer, err := sarama.NewConsumerFromClient(c.Client)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", p, err)
-	}
-	defer consumer.Close()
-	pc, err := consumer.ConsumePartition(p.Topic, p.Partition, from)
-	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-		pc, err = consumer.ConsumePartition(p.Topic, p.Partition, sarama.OffsetOldest)
-	}
-	if err != nil {
-		return fmt.Errorf("read %s from %d: %w", p, from, err)
-	}
-	defer pc.AsyncClose()
-	buf := make([]*sarama.ConsumerMessage, 0, batch)
-	flush := func() error {
-		if len(buf) == 0 {
-			return nil
+	ctx, cancel := context.WithCancel(ctx)
+	fetched := make(chan fetchResult, 1)
+	go c.fetchRange(ctx, p, from, to, fetched)
+	defer func() {
+		cancel()
+		for range fetched { // until the fetcher is gone
 		}
-		err := fn(buf)
-		buf = buf[:0]
-		return err
-	}
-	idle := time.NewTicker(100 * time.Millisecond)
-	defer idle.Stop()
-	for {
-		select {
-		case m, ok := <-pc.Messages():
-			if !ok {
-				return fmt.Errorf("read %s: the consumer stopped before offset %d", p, to)
-			}
-			if m.Offset > to {
-				return flush()
-			}
-			buf = append(buf, m)
-			if m.Offset == to {
-				return flush()
-			}
-			if len(buf) == batch {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		case e := <-pc.Errors():
-			return fmt.Errorf("read %s: %w", p, e.Err)
-		case <-idle.C:
-			// Hand over what arrived so far rather than hold it.
-			if err := flush(); err != nil {
+	}()
+	for f := range fetched {
+		if f.err != nil {
+			return fmt.Errorf("read %s: %w", p, f.err)
+		}
+		for rs := f.recs; len(rs) > 0; {
+			n := min(batch, len(rs))
+			if err := fn(rs[:n:n]); err != nil {
 				return err
 			}
-		case <-ctx.Done():
-			return fmt.Errorf("read %s: %w", p, ctx.Err())
+			rs = rs[n:]
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	return nil
+}
+
+type fetchResult struct {
+	recs []Record
+	err  error
+}
+
+// fetchTries bounds the attempts of a fetch that fails for a reason that
+// may pass (a leader moving, a connection breaking).
+const fetchTries = 10
+
+// fetchRange fetches the records of p in [from, to] and sends them to out,
+// then an error if it fails, and closes out.
+func (c *Conn) fetchRange(ctx context.Context, p stream.Partition, from, to int64, out chan<- fetchResult) {
+	defer close(out)
+	f := fetcher{c: c, p: p, cfg: c.Client.Config()}
+	defer f.disconnect()
+	err := func() error {
+		offset := from
+		if offset < 0 {
+			var err error
+			if offset, err = c.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest); err != nil {
+				return err
+			}
+		}
+		for tries := 0; offset <= to; {
+			block, err := f.fetch(offset)
+			switch {
+			case errors.Is(err, sarama.ErrOffsetOutOfRange) && offset < block.LogStartOffset:
+				offset = block.LogStartOffset // what was before is gone
+				continue
+			case err != nil && retriable(err) && tries < fetchTries:
+				tries++
+				f.disconnect()
+				_ = c.Client.RefreshMetadata(p.Topic)
+				select {
+				case <-time.After(f.cfg.Consumer.Retry.Backoff):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			case err != nil:
+				return err
+			}
+			tries = 0
+			recs, next, err := records(block, offset, to, f.cfg.Consumer.IsolationLevel == sarama.ReadCommitted)
+			if err != nil {
+				return err
+			}
+			// A fetch can bring nothing new: reading committed records, the
+			// broker holds back those of an open transaction.
+			offset = next
+			if len(recs) > 0 {
+				select {
+				case out <- fetchResult{recs: recs}:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		select {
+		case out <- fetchResult{err: err}:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// fetcher fetches from one partition on a connection of its own.
+type fetcher struct {
+	c      *Conn
+	p      stream.Partition
+	cfg    *sarama.Config
+	broker *sarama.Broker // nil until connected
+}
+
+// fetchVersion is the Fetch request version: Grete speaks Kafka 2.8 or
+// later (see Version).
+const fetchVersion = 12
+
+// fetch fetches the records of the partition from offset on, connecting to
+// its leader first if need be. The block comes back with its error.
+func (f *fetcher) fetch(offset int64) (*sarama.FetchResponseBlock, error) {
+	if f.broker == nil {
+		leader, err := f.c.Client.Leader(f.p.Topic, f.p.Partition)
+		if err != nil {
+			return nil, err
+		}
+		b := sarama.NewBroker(leader.Addr())
+		if err := b.Open(f.cfg); err != nil {
+			return nil, err
+		}
+		f.broker = b
+	}
+	req := &sarama.FetchRequest{
+		Version:      fetchVersion,
+		MaxWaitTime:  int32(f.cfg.Consumer.MaxWaitTime / time.Millisecond),
+		MinBytes:     f.cfg.Consumer.Fetch.Min,
+		MaxBytes:     f.cfg.Consumer.Fetch.MaxBytes,
+		Isolation:    f.cfg.Consumer.IsolationLevel,
+		SessionEpoch: -1, // no fetch session
+	}
+	// The broker returns a first batch larger than the limit whole
+	// (KIP-74): every fetch makes progress.
+	req.AddBlock(f.p.Topic, f.p.Partition, offset, f.cfg.Consumer.Fetch.Default, -1)
+	resp, err := f.broker.Fetch(req)
+	if err != nil {
+		return nil, err
+	}
+	block := resp.GetBlock(f.p.Topic, f.p.Partition)
+	if block == nil {
+		return nil, sarama.ErrIncompleteResponse
+	}
+	if block.Err != sarama.ErrNoError {
+		return block, block.Err
+	}
+	return block, nil
+}
+
+func (f *fetcher) disconnect() {
+	if f.broker != nil {
+		_ = f.broker.Close()
+		f.broker = nil
+	}
+}
+
+// retriable reports whether a fetch that failed with err may succeed on a
+// new connection to the partition's leader, as the metadata then says.
+func retriable(err error) bool {
+	var kerr sarama.KError
+	if !errors.As(err, &kerr) {
+		return true // the connection failed
+	}
+	switch kerr {
+	case sarama.ErrNotLeaderForPartition, sarama.ErrLeaderNotAvailable, sarama.ErrReplicaNotAvailable,
+		sarama.ErrUnknownTopicOrPartition, sarama.ErrRequestTimedOut, sarama.ErrNetworkException,
+		sarama.ErrFencedLeaderEpoch, sarama.ErrUnknownLeaderEpoch, sarama.ErrOffsetNotAvailable,
+		sarama.ErrBrokerNotAvailable, sarama.ErrIncompleteResponse:
+		return true
+	}
+	return false
+}
+
+// records returns the records of block with offsets in [from, to] and the
+// offset to fetch next. Control records are left out, and so are the
+// records of aborted transactions when committed says so.
+func records(block *sarama.FetchResponseBlock, from, to int64, committed bool) (recs []Record, next int64, err error) {
+	next = from
+	n := 0
+	for _, set := range block.RecordsSet {
+		if set.RecordBatch != nil {
+			n += len(set.RecordBatch.Records)
+		}
+	}
+	recs = make([]Record, 0, n)
+	aborted := map[int64]bool{} // producers in an aborted transaction
+	txns := block.AbortedTransactions
+	for _, set := range block.RecordsSet {
+		b := set.RecordBatch
+		if b == nil {
+			return nil, 0, errors.New("records in the legacy message format (before Kafka 0.11)")
+		}
+		if b.PartialTrailingRecord {
+			break // cut short by the size limit: the next fetch has it
+		}
+		last := b.LastOffset()
+		for len(txns) > 0 && txns[0].FirstOffset <= last {
+			aborted[txns[0].ProducerID] = true
+			txns = txns[1:]
+		}
+		switch {
+		case b.Control:
+			// An abort marker (control record type 0) ends the
+			// producer's aborted transaction.
+			if len(b.Records) > 0 && len(b.Records[0].Key) >= 4 && binary.BigEndian.Uint16(b.Records[0].Key[2:]) == 0 {
+				delete(aborted, b.ProducerID)
+			}
+		case committed && b.IsTransactional && aborted[b.ProducerID]:
+		default:
+			for _, r := range b.Records {
+				if off := b.FirstOffset + r.OffsetDelta; off >= from && off <= to {
+					recs = append(recs, Record{Offset: off, Key: r.Key, Value: r.Value})
+				}
+			}
+		}
+		next = max(next, last+1)
+	}
+	return recs, next, nil
 }
