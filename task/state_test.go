@@ -3,6 +3,7 @@ package task_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -406,4 +407,40 @@ func TestFailedMessageLeavesNoStateBehind(t *testing.T) {
 			require.Equal(t, want, merged(sink.state))
 		})
 	}
+}
+
+// A restore from scratch that was interrupted leaves data without
+// metadata. The next restore starts from an empty store: the partial data
+// could hold keys whose tombstones compaction has since dropped from the
+// changelog, which would come back.
+func TestInterruptedRestoreStartsOver(t *testing.T) {
+	b := setup(t, 1, 100)
+	cps := checkpoint.NewMemory()
+	first := t.TempDir()
+	runUntil(t, countingJob(b, first, newSink(), cps), 100)
+	path := func(dir string) string { return filepath.Join(dir, "count", "task-0", "counts") }
+	// A changelog record is an engine key ('d' + key) and value: borrow
+	// a real value for the ghost keys.
+	l, err := store.Open(path(first), store.Spec{Name: "counts"}, nil)
+	require.NoError(t, err)
+	value, err := l.EngineValue([]byte("dk0"))
+	require.NoError(t, err)
+	require.NotNil(t, value)
+	require.NoError(t, l.Close())
+
+	dir := t.TempDir()
+	l, err = store.Open(path(dir), store.Spec{Name: "counts"}, nil)
+	require.NoError(t, err)
+	// Over the store's restore chunk size, so they reach the engine
+	// before the (never called) FinishRestore.
+	var recs []store.Record
+	for i := range 200_000 {
+		recs = append(recs, store.Record{Key: fmt.Appendf(nil, "dghost-%08d-of-an-interrupted-restore", i), Value: value})
+	}
+	require.NoError(t, l.Restore(recs))
+	require.NoError(t, l.Close())
+
+	sink := newSink()
+	runUntil(t, countingJob(b, dir, sink, cps), 0)
+	require.Equal(t, expectedCounts(records(100)), merged(sink.atInit), "no key of the interrupted restore survives")
 }

@@ -97,8 +97,9 @@ func (r *runner) restore(ctx context.Context) error {
 //
 //   - local metadata equal to the checkpoint: use the store as it is;
 //   - local store behind: replay the changelog from its offset + 1;
-//   - no local store (or one ahead of the checkpoint, which only a lost
-//     checkpoint topic can cause): replay from the beginning;
+//   - no local store, one without metadata (an interrupted restore), or one
+//     ahead of the checkpoint (which only a lost checkpoint topic can
+//     cause): replay from the beginning into an empty store;
 //
 // and in every case trim: changelog records after the checkpointed offset
 // were written by a run that crashed before its checkpoint. They are not
@@ -134,6 +135,14 @@ func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
 		from = meta.Offset + 1
 	case ok:
 		r.log.Warn("local store is ahead of its checkpoint; rebuilding it from the changelog", "store", s.spec.Name, "local", meta.Offset, "checkpoint", target)
+		if err := s.local.Wipe(); err != nil {
+			return err
+		}
+	default:
+		// No metadata: a new store, or one whose restore from scratch
+		// was interrupted. Its partial data may hold a key whose later
+		// tombstone compaction has since dropped from the changelog:
+		// start empty.
 		if err := s.local.Wipe(); err != nil {
 			return err
 		}
