@@ -1,11 +1,12 @@
 package window
 
 import (
-	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,7 +47,7 @@ type Options[K, V, A any] struct {
 	Merge func(a, b A) A
 	// EmitUpdates makes Flush emit, as non-final updates, every open window
 	// changed since the previous Flush (Optimizely's periodic session
-	// snapshots). The store must be declared with TrackChanges.
+	// snapshots).
 	EmitUpdates bool
 	// IdleTimeout, when positive, closes windows of a partition that
 	// received no event for that long of processing time, as if stream time
@@ -76,62 +77,71 @@ type Stats struct {
 
 // Store layout: one namespace byte, then:
 //
-//	nsWindow: uvarint(len(key)) key start(8) -> end(8) accumulator
-//	nsMeta:   "stream-time" -> 8 bytes
+//	nsWindow: uvarint(len(key)) key start(8) -> layout(1) last(8) uvarint(gen) accumulator
+//	nsMeta:   "stream-time" -> 8 bytes: stream time, when IdleTimeout moved it
+//	nsMeta:   "updates" -> 8 bytes: how many Flushes emitted updates
 //
 // Times are milliseconds, big endian with the sign bit flipped, so the
-// windows of a key sort by start. The end lives in the value, so that a
-// session growing in order overwrites its one key instead of deleting it
-// and writing another.
+// windows of a key sort by start. Besides its accumulator, a window's
+// value holds:
+//
+//   - last, its latest event (a session's end). The end is not in the key,
+//     so that a session growing in order overwrites its one key. And stream
+//     time is not written with every event: the window of the latest event
+//     is always open, so stream time is the largest last of the windows, or
+//     the stored stream time when IdleTimeout moved it further.
+//   - gen, the "updates" count when the window last changed: the windows
+//     changed since the last Flush are those of the current count, and a
+//     Flush marks them all unchanged by writing one key.
 const (
 	nsMeta   = 0
 	nsWindow = 1
 )
 
-var streamTimeKey = []byte{nsMeta, 's', 't', 'r', 'e', 'a', 'm', '-', 't', 'i', 'm', 'e'}
+// windowLayout is the first byte of a window's value. The values of the
+// earlier layout, which began with the end, are refused, not misread.
+const windowLayout = 2
+
+var (
+	streamTimeKey = []byte{nsMeta, 's', 't', 'r', 'e', 'a', 'm', '-', 't', 'i', 'm', 'e'}
+	updatesKey    = []byte{nsMeta, 'u', 'p', 'd', 'a', 't', 'e', 's'}
+)
 
 // noTime is stream time before any event.
 const noTime = int64(-1 << 63)
 
-// span is an open session of a key, in Aggregator.byKey.
-type span struct {
-	start, end int64
-	k          string // store key
+// win is an open window in the aggregator's index.
+type win struct {
+	key        string // encoded key
+	start, end int64  // ms
+	// at is when its entry in the index says it closes: closeAt(start,
+	// end), or earlier for a session that grew since it was placed there
+	// (closeDue moves it when it gets there).
+	at int64
+	// next is the key's window that starts before this one.
+	next *win
+	// changed since the last Flush: it is in Aggregator.changed.
+	changed bool
 }
 
-// track and untrack keep byKey in step with the open sessions.
-func (a *Aggregator[K, V, A]) track(k []byte, start, end int64) {
-	kb, _, _ := parseKey(k)
-	a.byKey[string(kb)] = append(a.byKey[string(kb)], span{start, end, string(k)})
-}
-
-func (a *Aggregator[K, V, A]) untrack(k []byte) {
-	kb, _, _ := parseKey(k)
-	ss := a.byKey[string(kb)]
-	for i, s := range ss {
-		if s.k == string(k) {
-			ss = append(ss[:i], ss[i+1:]...)
-			break
-		}
+// lessWin orders the index by closing time, then as the store orders
+// windows.
+func lessWin(a, b *win) bool {
+	if a.at != b.at {
+		return a.at < b.at
 	}
-	if len(ss) == 0 {
-		delete(a.byKey, string(kb))
-	} else {
-		a.byKey[string(kb)] = ss
-	}
+	return storeOrder(a, b) < 0
 }
 
-// openWin is an open window in the index, ordered by when it closes.
-type openWin struct {
-	closeAt int64
-	key     string // store key
-}
-
-func lessOpen(a, b openWin) bool {
-	if a.closeAt != b.closeAt {
-		return a.closeAt < b.closeAt
+// storeOrder compares windows as their store keys sort.
+func storeOrder(a, b *win) int {
+	if len(a.key) != len(b.key) {
+		return cmp.Compare(len(a.key), len(b.key))
 	}
-	return a.key < b.key
+	if c := strings.Compare(a.key, b.key); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.start, b.start)
 }
 
 // Aggregator folds events into event-time windows kept in a store, emits
@@ -139,34 +149,43 @@ func lessOpen(a, b openWin) bool {
 // grace period. It is used from one task's calls: Add from Process, Flush
 // from Window.
 //
-// Stream time is the largest event timestamp seen, kept in the store with
-// the windows, so that it too is consistent with the task's checkpoint.
-// Which windows are open depends on stream time only, never on when Flush
-// runs: results are the same however processing is paced or interrupted
-// (unless IdleTimeout is set).
+// Stream time is the largest event timestamp seen. It is known from the
+// windows in the store (see the store layout), so that it too is
+// consistent with the task's checkpoint. Which windows are open depends on
+// stream time only, never on when Flush runs: results are the same however
+// processing is paced or interrupted (unless IdleTimeout is set).
 //
-// An in-memory index of open windows by closing time, rebuilt once when the
-// aggregator is made, lets closing cost in proportion to the windows that
-// close; periodic updates cost in proportion to the windows that changed
-// (the store's change tracking). Neither scans the store.
+// An in-memory index of the open windows, by key and by closing time,
+// rebuilt once when the aggregator is made, lets an event find its windows
+// without a store scan, and closing cost in proportion to the windows that
+// close; periodic updates cost in proportion to the windows that changed.
 type Aggregator[K, V, A any] struct {
 	s     store.Store
 	o     Options[K, V, A]
-	index *btree.BTreeG[openWin]
-	// byKey holds the open sessions of every key (session windows only), so
-	// that an event finds the sessions it may join without a store scan.
-	byKey map[string][]span
-	st    int64 // stream time, ms
+	index *btree.BTreeG[*win]
+	// byKey holds the open windows of every encoded key, latest start
+	// first, chained by win.next.
+	byKey map[string]*win
+	// changed holds the windows changed since the last Flush (with
+	// EmitUpdates), and windows since closed, whose changed is false.
+	changed []*win
+	gen     uint64 // Flushes that emitted updates
+	st      int64  // stream time, ms
 	// lastEvent is the processing time of the last Add, for IdleTimeout.
 	lastEvent time.Time
-	scratch   [][2]int64
+	// Scratch space.
+	assigned   [][2]int64
+	joined     []*win
+	kbuf, vbuf []byte
 
 	added, late, emitted, closed, merged atomic.Uint64
 	open                                 atomic.Int64
 }
 
 // New returns an aggregator over s, which must be a store of this task
-// used by nothing else. It scans s once to rebuild its index.
+// used by nothing else, declared without TrackChanges (the aggregator
+// tracks the windows that changed itself). It scans s once to rebuild its
+// index.
 func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], error) {
 	if err := o.Windows.Validate(); err != nil {
 		return nil, err
@@ -183,6 +202,10 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	if o.Grace%time.Millisecond != 0 {
 		return nil, fmt.Errorf("window: Grace %v is not a whole number of milliseconds (event time has millisecond precision)", o.Grace)
 	}
+	// Stores of tasks (store.Local) tell their Spec.
+	if sp, ok := s.(interface{ Spec() store.Spec }); ok && sp.Spec().TrackChanges {
+		return nil, fmt.Errorf("window: store %q tracks changes, which no one would take: declare it without TrackChanges", s.Name())
+	}
 	if o.Keys == nil {
 		o.Keys = stream.Msgpack[K]()
 	}
@@ -192,29 +215,99 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &Aggregator[K, V, A]{s: s, o: o, index: btree.NewG(32, lessOpen), byKey: map[string][]span{}, st: noTime, lastEvent: o.Now()}
+	a := &Aggregator[K, V, A]{s: s, o: o, index: btree.NewG(32, lessWin), byKey: map[string]*win{}, st: noTime, lastEvent: o.Now()}
 	if b, ok, err := s.Get(streamTimeKey); err != nil {
 		return nil, err
 	} else if ok && len(b) == 8 {
 		a.st = int64(binary.BigEndian.Uint64(b))
 	}
+	if b, ok, err := s.Get(updatesKey); err != nil {
+		return nil, err
+	} else if ok && len(b) == 8 {
+		a.gen = binary.BigEndian.Uint64(b)
+	}
 	it := s.Prefix([]byte{nsWindow})
 	for it.Next() {
-		_, start, end, _, err := decodeEntry(it.Key(), it.Value())
+		kb, start, last, gen, _, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			it.Close()
 			return nil, err
 		}
-		a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(start, end), key: string(it.Key())})
-		if a.o.Windows.Kind == KindSession {
-			a.track(it.Key(), start, end)
+		w := &win{key: a.keyString(kb), start: start, end: a.end(start, last)}
+		a.insert(w)
+		if a.st == noTime || last > a.st {
+			a.st = last
+		}
+		if o.EmitUpdates && gen == a.gen {
+			a.markChanged(w)
 		}
 	}
 	if err := errors.Join(it.Err(), it.Close()); err != nil {
 		return nil, err
 	}
-	a.open.Store(int64(a.index.Len()))
 	return a, nil
+}
+
+// keyString returns kb as a string, shared with the key's other windows.
+func (a *Aggregator[K, V, A]) keyString(kb []byte) string {
+	if w := a.byKey[string(kb)]; w != nil {
+		return w.key
+	}
+	return string(kb)
+}
+
+// end returns the end of a window that starts at start and whose latest
+// event is at last.
+func (a *Aggregator[K, V, A]) end(start, last int64) int64 {
+	if a.o.Windows.Kind == KindSession {
+		return last
+	}
+	return start + a.o.Windows.Size.Milliseconds()
+}
+
+// insert adds a new window to the index and to its key's windows.
+func (a *Aggregator[K, V, A]) insert(w *win) {
+	w.at = a.closeAt(w.start, w.end)
+	a.index.ReplaceOrInsert(w)
+	a.open.Add(1)
+	p := a.byKey[w.key]
+	if p == nil || w.start > p.start {
+		w.next = p
+		a.byKey[w.key] = w
+		return
+	}
+	for p.next != nil && p.next.start > w.start {
+		p = p.next
+	}
+	w.next, p.next = p.next, w
+}
+
+// remove takes a window out of the index and its key's windows.
+func (a *Aggregator[K, V, A]) remove(w *win) {
+	a.index.Delete(w)
+	a.open.Add(-1)
+	w.changed = false
+	if p := a.byKey[w.key]; p == w {
+		if w.next == nil {
+			delete(a.byKey, w.key)
+		} else {
+			a.byKey[w.key] = w.next
+		}
+	} else {
+		for p.next != w {
+			p = p.next
+		}
+		p.next = w.next
+	}
+	w.next = nil
+}
+
+// markChanged records that w changed since the last Flush.
+func (a *Aggregator[K, V, A]) markChanged(w *win) {
+	if a.o.EmitUpdates && !w.changed {
+		w.changed = true
+		a.changed = append(a.changed, w)
+	}
 }
 
 // closeAt is the stream time at which a window closes.
@@ -235,8 +328,9 @@ func (a *Aggregator[K, V, A]) isOpen(start, end int64) bool {
 
 func flip(v int64) uint64 { return uint64(v) ^ (1 << 63) }
 
-func storeKey(kb []byte, start int64) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(kb)+8)
+// storeKey appends the store key of the window of key kb that starts at
+// start to b.
+func storeKey(b []byte, kb string, start int64) []byte {
 	b = append(b, nsWindow)
 	b = binary.AppendUvarint(b, uint64(len(kb)))
 	b = append(b, kb...)
@@ -256,17 +350,26 @@ func parseKey(k []byte) (kb []byte, start int64, err error) {
 	return kb, start, nil
 }
 
-// decodeEntry splits a window's store entry into its encoded key, bounds
-// and encoded accumulator.
-func decodeEntry(k, v []byte) (kb []byte, start, end int64, acc []byte, err error) {
+// decodeEntry splits a window's store entry into its encoded key, start,
+// latest event, generation and encoded accumulator.
+func decodeEntry(k, v []byte) (kb []byte, start, last int64, gen uint64, acc []byte, err error) {
 	kb, start, err = parseKey(k)
 	if err != nil {
-		return nil, 0, 0, nil, err
+		return nil, 0, 0, 0, nil, err
 	}
-	if len(v) < 8 {
-		return nil, 0, 0, nil, fmt.Errorf("window: malformed window value of %q", k)
+	last, gen, acc, err = decodeValue(k, v)
+	return kb, start, last, gen, acc, err
+}
+
+func decodeValue(k, v []byte) (last int64, gen uint64, acc []byte, err error) {
+	if len(v) < 10 || v[0] != windowLayout {
+		return 0, 0, nil, fmt.Errorf("window: value of window %q has an unknown layout", k)
 	}
-	return kb, start, int64(binary.BigEndian.Uint64(v) ^ (1 << 63)), v[8:], nil
+	gen, n := binary.Uvarint(v[9:])
+	if n <= 0 {
+		return 0, 0, nil, fmt.Errorf("window: malformed value of window %q", k)
+	}
+	return int64(binary.BigEndian.Uint64(v[1:]) ^ (1 << 63)), gen, v[9+n:], nil
 }
 
 // StreamTime is the largest event timestamp seen (zero before any event).
@@ -285,32 +388,42 @@ func (a *Aggregator[K, V, A]) Stats() Stats {
 	}
 }
 
-// get returns the end and accumulator of the window stored at k.
-func (a *Aggregator[K, V, A]) get(k []byte) (int64, A, error) {
+// get returns the latest event and the accumulator of window w.
+func (a *Aggregator[K, V, A]) get(w *win) (int64, A, error) {
 	var acc A
-	b, ok, err := a.s.Get(k)
+	a.kbuf = storeKey(a.kbuf[:0], w.key, w.start)
+	b, ok, err := a.s.Get(a.kbuf)
 	if err != nil || !ok {
 		if err == nil {
-			err = fmt.Errorf("window: window %q missing from the store", k)
+			err = fmt.Errorf("window: window %q missing from the store", a.kbuf)
 		}
 		return 0, acc, err
 	}
-	_, _, end, ab, err := decodeEntry(k, b)
+	last, _, ab, err := decodeValue(a.kbuf, b)
 	if err != nil {
 		return 0, acc, err
 	}
 	acc, err = a.o.Values.Decode(ab)
-	return end, acc, err
+	return last, acc, err
 }
 
-func (a *Aggregator[K, V, A]) put(k []byte, end int64, acc A) error {
+// put writes window w, whose latest event is at last, and marks it changed.
+func (a *Aggregator[K, V, A]) put(w *win, last int64, acc A) error {
 	b, err := a.o.Values.Encode(acc)
 	if err != nil {
 		return fmt.Errorf("window: encode accumulator: %w", err)
 	}
-	v := make([]byte, 8, 8+len(b))
-	binary.BigEndian.PutUint64(v, flip(end))
-	return a.s.Put(k, append(v, b...))
+	a.vbuf = binary.BigEndian.AppendUint64(append(a.vbuf[:0], windowLayout), flip(last))
+	a.vbuf = append(binary.AppendUvarint(a.vbuf, a.gen), b...)
+	a.kbuf = storeKey(a.kbuf[:0], w.key, w.start)
+	a.markChanged(w)
+	return a.s.Put(a.kbuf, a.vbuf)
+}
+
+// del deletes window w from the store.
+func (a *Aggregator[K, V, A]) del(w *win) error {
+	a.kbuf = storeKey(a.kbuf[:0], w.key, w.start)
+	return a.s.Delete(a.kbuf)
 }
 
 // Add folds an event of key at ts into its windows. An event too late for
@@ -323,7 +436,9 @@ func (a *Aggregator[K, V, A]) Add(key K, value V, ts time.Time, emit EmitFunc[K,
 		return fmt.Errorf("window: encode key: %w", err)
 	}
 	t := ms(ts)
-	a.lastEvent = a.o.Now()
+	if a.o.IdleTimeout > 0 {
+		a.lastEvent = a.o.Now()
+	}
 	var accepted bool
 	if a.o.Windows.Kind == KindSession {
 		accepted, err = a.addSession(key, kb, value, t)
@@ -345,44 +460,41 @@ func (a *Aggregator[K, V, A]) Add(key K, value V, ts time.Time, emit EmitFunc[K,
 	}
 	if a.st == noTime || t > a.st {
 		a.st = t
-		if err := a.s.Put(streamTimeKey, binary.BigEndian.AppendUint64(nil, uint64(t))); err != nil {
-			return err
-		}
 		return a.closeDue(a.st, emit)
 	}
 	return nil
 }
 
 func (a *Aggregator[K, V, A]) addTimed(key K, kb []byte, value V, t int64) (bool, error) {
-	a.scratch = a.o.Windows.assign(t, a.scratch[:0])
+	a.assigned = a.o.Windows.assign(t, a.assigned[:0])
 	accepted := false
-	for _, w := range a.scratch {
-		if !a.isOpen(w[0], w[1]) {
+	for _, span := range a.assigned {
+		if !a.isOpen(span[0], span[1]) {
 			continue
 		}
 		accepted = true
-		k := storeKey(kb, w[0])
-		b, ok, err := a.s.Get(k)
-		if err != nil {
-			return false, err
+		w := a.byKey[string(kb)]
+		for w != nil && w.start > span[0] {
+			w = w.next
 		}
 		var acc A
-		if ok {
-			_, _, _, ab, err := decodeEntry(k, b)
+		last := t
+		found := w != nil && w.start == span[0]
+		if found {
+			l, prev, err := a.get(w)
 			if err != nil {
 				return false, err
 			}
-			if acc, err = a.o.Values.Decode(ab); err != nil {
-				return false, err
-			}
-		} else {
-			if a.o.Init != nil {
-				acc = a.o.Init(key, Window{fromMS(w[0]), fromMS(w[1])})
-			}
-			a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(w[0], w[1]), key: string(k)})
-			a.open.Add(1)
+			acc, last = prev, max(l, t)
+		} else if a.o.Init != nil {
+			acc = a.o.Init(key, Window{fromMS(span[0]), fromMS(span[1])})
 		}
-		if err := a.put(k, w[1], a.o.Add(acc, value, fromMS(t))); err != nil {
+		acc = a.o.Add(acc, value, fromMS(t))
+		if !found {
+			w = &win{key: a.keyString(kb), start: span[0], end: span[1]}
+			a.insert(w)
+		}
+		if err := a.put(w, last, acc); err != nil {
 			return false, err
 		}
 	}
@@ -393,29 +505,31 @@ func (a *Aggregator[K, V, A]) addSession(key K, kb []byte, value V, t int64) (bo
 	gap := a.o.Windows.Gap.Milliseconds()
 	// The open sessions of this key that the event joins: those it falls
 	// within gap of. There are few sessions per key.
-	type sess struct {
-		k          []byte
-		start, end int64
-	}
-	var joined []sess
-	for _, sp := range a.byKey[string(kb)] {
-		if !a.isOpen(sp.start, sp.end) || t < sp.start-gap || t > sp.end+gap {
-			continue
+	a.joined = a.joined[:0]
+	for w := a.byKey[string(kb)]; w != nil; w = w.next {
+		if a.isOpen(w.start, w.end) && t >= w.start-gap && t <= w.end+gap {
+			a.joined = append(a.joined, w)
 		}
-		joined = append(joined, sess{[]byte(sp.k), sp.start, sp.end})
+	}
+	if len(a.joined) == 0 {
+		if !a.isOpen(t, t) {
+			return false, nil // a new session that would already be closed
+		}
+		var acc A
+		if a.o.Init != nil {
+			acc = a.o.Init(key, Window{fromMS(t), fromMS(t)})
+		}
+		acc = a.o.Add(acc, value, fromMS(t))
+		w := &win{key: a.keyString(kb), start: t, end: t}
+		a.insert(w)
+		return true, a.put(w, t, acc)
 	}
 	// Merge in order of start, as the store orders a key's sessions.
-	slices.SortFunc(joined, func(x, y sess) int { return bytes.Compare(x.k, y.k) })
-	start, end := t, t
-	if len(joined) == 0 && !a.isOpen(t, t) {
-		return false, nil // a new session that would already be closed
-	}
+	slices.Reverse(a.joined)
 	var acc A
-	if len(joined) == 0 && a.o.Init != nil {
-		acc = a.o.Init(key, Window{fromMS(t), fromMS(t)})
-	}
-	for i, s := range joined {
-		_, prev, err := a.get(s.k)
+	start, end := t, t
+	for i, w := range a.joined {
+		_, prev, err := a.get(w)
 		if err != nil {
 			return false, err
 		}
@@ -425,59 +539,66 @@ func (a *Aggregator[K, V, A]) addSession(key K, kb []byte, value V, t int64) (bo
 			acc = a.o.Merge(acc, prev)
 			a.merged.Add(1)
 		}
-		start, end = min(start, s.start), max(end, s.end)
+		start, end = min(start, w.start), max(end, w.end)
 	}
 	acc = a.o.Add(acc, value, fromMS(t))
-	k := storeKey(kb, start)
-	for _, s := range joined {
-		a.index.Delete(openWin{closeAt: a.closeAt(s.start, s.end), key: string(s.k)})
-		a.untrack(s.k)
-		a.open.Add(-1)
-		if !bytes.Equal(s.k, k) {
-			if err := a.s.Delete(s.k); err != nil {
-				return false, err
-			}
+	// The first session takes in the others.
+	w := a.joined[0]
+	for _, o := range a.joined[1:] {
+		a.remove(o)
+		if err := a.del(o); err != nil {
+			return false, err
 		}
 	}
-	a.index.ReplaceOrInsert(openWin{closeAt: a.closeAt(start, end), key: string(k)})
-	a.track(k, start, end)
-	a.open.Add(1)
-	return true, a.put(k, end, acc)
+	if start != w.start {
+		// Its store key moves, and so does its place among the windows
+		// that close when it does.
+		if err := a.del(w); err != nil {
+			return false, err
+		}
+		a.index.Delete(w)
+		w.start, w.end = start, end
+		w.at = a.closeAt(start, end)
+		a.index.ReplaceOrInsert(w)
+	} else {
+		// It closes later than its place in the index says: closeDue
+		// moves it when it gets there.
+		w.end = end
+	}
+	return true, a.put(w, end, acc)
 }
 
 // closeDue emits and deletes every window that closes at stream time st.
 func (a *Aggregator[K, V, A]) closeDue(st int64, emit EmitFunc[K, A]) error {
 	for {
 		w, ok := a.index.Min()
-		if !ok || w.closeAt > st {
+		if !ok || w.at > st {
 			return nil
 		}
-		k := []byte(w.key)
-		end, acc, err := a.get(k)
+		if c := a.closeAt(w.start, w.end); c != w.at {
+			// A session that grew since it was placed.
+			a.index.DeleteMin()
+			w.at = c
+			a.index.ReplaceOrInsert(w)
+			continue
+		}
+		_, acc, err := a.get(w)
 		if err != nil {
 			return err
 		}
-		if err := a.emit(k, end, acc, true, emit); err != nil {
+		if err := a.emit(w, acc, true, emit); err != nil {
 			return err
 		}
-		if err := a.s.Delete(k); err != nil {
+		if err := a.del(w); err != nil {
 			return err
 		}
-		a.index.DeleteMin()
-		if a.o.Windows.Kind == KindSession {
-			a.untrack(k)
-		}
-		a.open.Add(-1)
+		a.remove(w)
 		a.closed.Add(1)
 	}
 }
 
-func (a *Aggregator[K, V, A]) emit(k []byte, end int64, acc A, final bool, emit EmitFunc[K, A]) error {
-	kb, start, err := parseKey(k)
-	if err != nil {
-		return err
-	}
-	key, err := a.o.Keys.Decode(kb)
+func (a *Aggregator[K, V, A]) emit(w *win, acc A, final bool, emit EmitFunc[K, A]) error {
+	key, err := a.o.Keys.Decode([]byte(w.key))
 	if err != nil {
 		return fmt.Errorf("window: decode key: %w", err)
 	}
@@ -485,13 +606,13 @@ func (a *Aggregator[K, V, A]) emit(k []byte, end int64, acc A, final bool, emit 
 	if emit == nil {
 		return nil
 	}
-	return emit(Emit[K, A]{Key: key, Window: Window{fromMS(start), fromMS(end)}, Value: acc, Final: final})
+	return emit(Emit[K, A]{Key: key, Window: Window{fromMS(w.start), fromMS(w.end)}, Value: acc, Final: final})
 }
 
 // Flush closes the windows that are due (by stream time, or by the wall
 // clock when IdleTimeout is set and no event came for that long), then,
-// with EmitUpdates, emits every open window changed since the last Flush.
-// Call it from the task's Window.
+// with EmitUpdates, emits every open window changed since the last Flush,
+// in the order the store keeps them. Call it from the task's Window.
 func (a *Aggregator[K, V, A]) Flush(emit EmitFunc[K, A]) error {
 	st := a.st
 	if a.o.IdleTimeout > 0 && st != noTime {
@@ -512,22 +633,25 @@ func (a *Aggregator[K, V, A]) Flush(emit EmitFunc[K, A]) error {
 			return err
 		}
 	}
-	if !a.o.EmitUpdates {
+	// Windows closed since they changed are gone.
+	a.changed = slices.DeleteFunc(a.changed, func(w *win) bool { return !w.changed })
+	if len(a.changed) == 0 {
 		return nil
 	}
-	_, err := a.s.TakeChanges(0, func(k, v []byte) error {
-		if v == nil || len(k) == 0 || k[0] != nsWindow {
-			return nil // deleted, closed, or not a window
-		}
-		_, _, end, ab, err := decodeEntry(k, v)
+	slices.SortFunc(a.changed, storeOrder)
+	for _, w := range a.changed {
+		_, acc, err := a.get(w)
 		if err != nil {
 			return err
 		}
-		acc, err := a.o.Values.Decode(ab)
-		if err != nil {
-			return err
+		if err := a.emit(w, acc, false, emit); err != nil {
+			return err // the next Flush emits the rest
 		}
-		return a.emit(k, end, acc, false, emit)
-	})
-	return err
+		w.changed = false
+	}
+	clear(a.changed)
+	a.changed = a.changed[:0]
+	// The windows written from now on are the changed ones.
+	a.gen++
+	return a.s.Put(updatesKey, binary.BigEndian.AppendUint64(nil, a.gen))
 }

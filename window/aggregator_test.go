@@ -1,6 +1,7 @@
 package window
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -11,7 +12,7 @@ import (
 
 func openTestStore(t testing.TB, eng store.Engine) *store.Local {
 	t.Helper()
-	s, err := store.Open(t.TempDir(), store.Spec{Name: "w", Engine: eng, TrackChanges: true}, nil)
+	s, err := store.Open(t.TempDir(), store.Spec{Name: "w", Engine: eng}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,5 +228,62 @@ func TestSubMillisecondDurationsRefused(t *testing.T) {
 		if _, err := New(s, o); err == nil {
 			t.Errorf("%s: New accepted durations that are not whole milliseconds", c.name)
 		}
+	}
+}
+
+// Every write is a changelog record and a write to the engine at commit,
+// so the aggregator writes only what changed: an event writes its window
+// and nothing else (not stream time, not a change marker), however many
+// events there were; a Flush of updates writes one key, however many
+// windows it emitted.
+func TestWrites(t *testing.T) {
+	s := openTestStore(t, store.Memory)
+	o := stringOptions(Sessions(10 * time.Second))
+	o.EmitUpdates = true
+	agg, err := New(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ckpt uint64
+	// commit commits the store and returns the number of its changelog
+	// records: the keys written since the last commit.
+	commit := func() (n int) {
+		if err := s.Flush(func(_, _ []byte) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		ckpt++
+		if err := s.Commit(store.Meta{CheckpointID: ckpt, Offset: int64(ckpt)}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for i, k := range []string{"a", "a", "b", "a", "b"} {
+		if err := agg.Add(k, "x", time.UnixMilli(int64(1000*i)), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := commit(); n != 2 {
+		t.Errorf("5 events into 2 sessions wrote %d keys, want 2 (the sessions)", n)
+	}
+	var updates int
+	if err := agg.Flush(func(Emit[string, string]) error { updates++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := commit(); updates != 2 || n != 1 {
+		t.Errorf("a Flush of %d updates wrote %d keys, want 2 updates and 1 key", updates, n)
+	}
+}
+
+// A store written in an earlier layout (the end, then the accumulator) is
+// refused, not misread.
+func TestEarlierLayoutRefused(t *testing.T) {
+	s := openTestStore(t, store.Memory)
+	old := binary.BigEndian.AppendUint64(nil, flip(1000))
+	if err := s.Put(storeKey(nil, "\xa1a", 0), append(old, "\xa1x"...)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(s, stringOptions(Sessions(10*time.Second)))
+	if err == nil || !strings.Contains(err.Error(), "unknown layout") {
+		t.Fatalf("New: %v, want an error about the layout", err)
 	}
 }

@@ -18,11 +18,10 @@ import (
 //	go test ./window -run '^$' -bench Flush -benchtime 20x
 //
 // Setup makes the open sessions through Add on a Pebble store, with a
-// Flush (taking their change markers, as the periodic emit would have)
-// and a commit every 50k events. Then every op changes 10k sessions
-// (extending them, so each one's store key moves: a delete and a put) with
-// the timer stopped, times the Flush alone, and commits with the timer
-// stopped. Reported besides ns/op: updates/op (must equal the changed
+// Flush (emitting them, as the periodic emit would have) and a commit
+// every 50k events. Then every op changes 10k sessions (extending them: a
+// put over each one's key) with the timer stopped, times the Flush alone,
+// and commits with the timer stopped. Reported besides ns/op: updates/op (must equal the changed
 // sessions), heap-MB (live heap after setup) and peak-rss-MB (the process's
 // peak resident set, which includes the cases run before in the process:
 // run open=1M alone for its own figure).
@@ -53,7 +52,7 @@ const benchBase = 1_700_000_000_000
 
 func newBenchSessions(b testing.TB, open int) (*benchSessions, []string) {
 	b.Helper()
-	s, err := store.Open(b.TempDir(), store.Spec{Name: "sessions", Engine: store.Pebble, TrackChanges: true}, nil)
+	s, err := store.Open(b.TempDir(), store.Spec{Name: "sessions", Engine: store.Pebble}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -77,9 +76,8 @@ func newBenchSessions(b testing.TB, open int) (*benchSessions, []string) {
 			b.Fatal(err)
 		}
 		if (i+1)%50_000 == 0 || i == len(keys)-1 {
-			// The new sessions' change markers reach the engine, then a
-			// periodic emit takes them: their tombstones reach it with
-			// the next commit.
+			// The new sessions reach the engine, then a periodic emit
+			// takes them.
 			bs.commit()
 			if err := agg.Flush(nil); err != nil {
 				b.Fatal(err)

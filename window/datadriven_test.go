@@ -35,12 +35,12 @@ import (
 //
 // Commands:
 //
-//	new kind=tumbling|hopping|session [size=] [advance=] [gap=] [grace=] [idle=] [updates] [late|latefail] [notrack]
+//	new kind=tumbling|hopping|session [size=] [advance=] [gap=] [grace=] [idle=] [updates] [late|latefail] [track]
 //	    a fresh store and an Aggregator[string, string, string] over it;
 //	    the accumulator joins values with ",", Merge joins two with "|".
 //	    updates sets EmitUpdates; late passes a LateFunc that prints late
 //	    events (otherwise they are dropped and only counted), latefail one
-//	    that fails; notrack opens the store without TrackChanges.
+//	    that fails; track opens the store with TrackChanges.
 //	add [key= ts= v=]    add one event, or one per input line "key ts value"
 //	flush                Aggregator.Flush
 //	advance-wall <d>     move the injected processing-time clock
@@ -58,8 +58,9 @@ import (
 // late events as "late <key> <ts> <value>".
 //
 // After every command the harness checks the aggregator's invariants: its
-// index of open windows matches the store, every stored window is still
-// open by stream time, and open sessions of a key are more than gap apart.
+// index of open windows and its windows changed since the last Flush match
+// the store, every stored window is still open by stream time, and open
+// sessions of a key are more than gap apart.
 //
 // go test ./window -run TestDataDriven -rewrite rewrites the expected output
 // from the Pebble run; review the diff before committing it.
@@ -226,7 +227,7 @@ func (h *ddHarness) run(c *ddtest.Case) string {
 			}
 		}
 		h.log, h.ckpt = nil, 0
-		h.spec = store.Spec{Name: "windows", Engine: h.eng, TrackChanges: !c.HasArg("notrack")}
+		h.spec = store.Spec{Name: "windows", Engine: h.eng, TrackChanges: c.HasArg("track")}
 		h.dir = h.newDir()
 		s, err := store.Open(h.dir, h.spec, h.clock)
 		if err != nil {
@@ -375,7 +376,7 @@ func (h *ddHarness) printState(b *strings.Builder) {
 	it := h.s.Prefix([]byte{nsWindow})
 	defer it.Close()
 	for it.Next() {
-		kb, start, end, ab, err := decodeEntry(it.Key(), it.Value())
+		kb, start, last, _, ab, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			h.t.Fatal(err)
 		}
@@ -387,6 +388,7 @@ func (h *ddHarness) printState(b *strings.Builder) {
 		if err != nil {
 			h.t.Fatal(err)
 		}
+		end := a.end(start, last)
 		w := Window{time.UnixMilli(start), time.UnixMilli(end)}
 		fmt.Fprintf(b, "%s %s %s (closes at %s)\n", key, fmtWindow(a.o.Windows.Kind, w), v, fmtMS(a.closeAt(start, end)))
 	}
@@ -397,41 +399,83 @@ func (h *ddHarness) printState(b *strings.Builder) {
 
 // checkInvariants checks that the aggregator's index of open windows is
 // exactly the set of windows in its store, that each is still open by
-// stream time, that the open count agrees, and that open sessions of one
-// key are more than gap apart (an event within gap of two would have
-// merged them).
+// stream time and placed in the index no later than it closes, that its
+// windows by key agree, that the open count agrees, that the windows marked
+// changed are those the store says changed since the last Flush, that
+// stream time is at least every window's latest event, and that open
+// sessions of one key are more than gap apart (an event within gap of two
+// would have merged them).
 func checkInvariants[K, V, A any](t testing.TB, a *Aggregator[K, V, A], where string) {
 	t.Helper()
-	inIndex := map[string]int64{}
-	a.index.Ascend(func(w openWin) bool {
-		inIndex[w.key] = w.closeAt
+	var errs []error
+	inIndex := map[string]*win{}
+	a.index.Ascend(func(w *win) bool {
+		inIndex[string(storeKey(nil, w.key, w.start))] = w
 		return true
 	})
-	var errs []error
 	if n := a.index.Len(); int64(n) != a.open.Load() {
 		errs = append(errs, fmt.Errorf("index holds %d windows, open counter says %d", n, a.open.Load()))
 	}
+	byKey := 0
+	for k, w := range a.byKey {
+		for ; w != nil; w = w.next {
+			byKey++
+			if w.key != k {
+				errs = append(errs, fmt.Errorf("window %q/%d is under key %q", w.key, w.start, k))
+			}
+			if inIndex[string(storeKey(nil, w.key, w.start))] != w {
+				errs = append(errs, fmt.Errorf("window %q/%d is in byKey, not in the index", w.key, w.start))
+			}
+			if w.next != nil && w.next.start >= w.start {
+				errs = append(errs, fmt.Errorf("windows of %q out of order: %d before %d", k, w.start, w.next.start))
+			}
+		}
+	}
+	if byKey != len(inIndex) {
+		errs = append(errs, fmt.Errorf("byKey holds %d windows, index %d", byKey, len(inIndex)))
+	}
+	changed := 0
+	for _, w := range a.changed {
+		if w.changed {
+			changed++
+		}
+	}
 	type span struct{ start, end int64 }
 	sessions := map[string][]span{}
-	seen := 0
+	seen, storeChanged := 0, 0
 	it := a.s.Prefix([]byte{nsWindow})
 	for it.Next() {
-		kb, start, end, _, err := decodeEntry(it.Key(), it.Value())
+		kb, start, last, gen, _, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		seen++
+		end := a.end(start, last)
 		k := string(it.Key())
-		c, ok := inIndex[k]
+		c := a.closeAt(start, end)
+		w, ok := inIndex[k]
 		switch {
 		case !ok:
 			errs = append(errs, fmt.Errorf("window %q is in the store, not in the index", k))
-		case c != a.closeAt(start, end):
-			errs = append(errs, fmt.Errorf("window %q closes at %d in the index, %d by its bounds", k, c, a.closeAt(start, end)))
+		case w.end != end:
+			errs = append(errs, fmt.Errorf("window %q ends at %d in the index, %d in the store", k, w.end, end))
+		case w.at > c || w.at < c && a.o.Windows.Kind != KindSession:
+			errs = append(errs, fmt.Errorf("window %q is placed at %d in the index, closes at %d", k, w.at, c))
+		case a.o.EmitUpdates && w.changed != (gen == a.gen):
+			// (Not so after a Flush whose emit failed: the windows it
+			// emitted are no longer marked, but have the current
+			// generation. No emit fails here.)
+			errs = append(errs, fmt.Errorf("window %q: changed %v, but its generation is %d of %d", k, w.changed, gen, a.gen))
 		}
-		if a.st != noTime && a.closeAt(start, end) <= a.st {
-			errs = append(errs, fmt.Errorf("window %q closes at %s but stream time is %s", k, fmtMS(a.closeAt(start, end)), fmtMS(a.st)))
+		if gen == a.gen {
+			storeChanged++
+		}
+		if a.st != noTime && c <= a.st {
+			errs = append(errs, fmt.Errorf("window %q closes at %s but stream time is %s", k, fmtMS(c), fmtMS(a.st)))
+		}
+		if last > a.st {
+			errs = append(errs, fmt.Errorf("window %q has an event at %s, after stream time %s", k, fmtMS(last), fmtMS(a.st)))
 		}
 		sessions[string(kb)] = append(sessions[string(kb)], span{start, end})
 	}
@@ -440,6 +484,9 @@ func checkInvariants[K, V, A any](t testing.TB, a *Aggregator[K, V, A], where st
 	}
 	if seen != len(inIndex) {
 		errs = append(errs, fmt.Errorf("store holds %d windows, index %d", seen, len(inIndex)))
+	}
+	if a.o.EmitUpdates && changed != storeChanged {
+		errs = append(errs, fmt.Errorf("%d windows marked changed, the store says %d", changed, storeChanged))
 	}
 	if a.o.Windows.Kind == KindSession {
 		gap := a.o.Windows.Gap.Milliseconds()

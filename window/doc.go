@@ -5,8 +5,9 @@
 //
 // # Basics
 //
-// An [Aggregator] lives in a task. Make it in Init over a store declared
-// with TrackChanges, call Add from Process and Flush from Window:
+// An [Aggregator] lives in a task. Make it in Init over a store of its own
+// (declared without TrackChanges: the aggregator tracks the windows that
+// changed itself), call Add from Process and Flush from Window:
 //
 //	agg, err := window.New(s, window.Options[string, Event, Session]{
 //		Windows:     window.Sessions(30 * time.Minute),

@@ -14,7 +14,7 @@ import (
 // value emitted, its state deleted) once stream time passes its last event
 // by the gap plus the grace period.
 func ExampleNew_sessions() {
-	s, err := store.Open("", store.Spec{Name: "sessions", Engine: store.Memory, TrackChanges: true}, nil)
+	s, err := store.Open("", store.Spec{Name: "sessions", Engine: store.Memory}, nil)
 	if err != nil {
 		panic(err)
 	}

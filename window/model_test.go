@@ -222,7 +222,7 @@ func runModel(t *testing.T, eng store.Engine, seed uint64, n int) modelTotals {
 	events = append(events, modelEvent{key: "~end", ts: 1 << 20, id: n})
 	where := fmt.Sprintf("seed %d (gap %dms, grace %dms)", seed, gap, grace)
 
-	spec := store.Spec{Name: "sessions", Engine: eng, TrackChanges: true}
+	spec := store.Spec{Name: "sessions", Engine: eng}
 	base := t.TempDir()
 	dirs := 0
 	newDir := func() string { dirs++; return fmt.Sprintf("%s/s%d", base, dirs) }

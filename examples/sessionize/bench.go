@@ -289,7 +289,9 @@ func benchJob(ctx context.Context, c config, addrs []string, name, output string
 	cpu0, start := benchkit.CPUTime(), time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- job.Run(ctx) }()
-	tick := time.NewTicker(2 * time.Millisecond)
+	// Job.Stats copies every task's checkpoint: polled every 2ms, it took
+	// 9% of the CPU measured. 10ms is 0.2% of a 5s run.
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	// Every event processed: stop the job, whose final commit waits for
 	// every snapshot and changelog record to be acknowledged and writes

@@ -28,10 +28,15 @@ func parseEvent(b []byte, e *Event) error {
 	return nil
 }
 
-// parsePlainEvent decodes b into e when b is a JSON object whose keys are
-// exactly Event's, whose strings have no escapes and are valid UTF-8, and
-// whose numbers are integers. It reports false for anything else.
+// parsePlainEvent decodes b into e when b is valid UTF-8 and a JSON object
+// whose keys are exactly Event's, whose strings have no escapes, and whose
+// numbers are integers. It reports false for anything else. The strings of
+// e are cut from one copy of b.
 func parsePlainEvent(b []byte, e *Event) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	var str string // b as a string, made at the first string value
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return false
@@ -81,7 +86,10 @@ func parsePlainEvent(b []byte, e *Event) bool {
 			if !ok {
 				return false
 			}
-			*dst, i = string(s), j
+			if str == "" {
+				str = string(b)
+			}
+			*dst, i = str[j-1-len(s):j-1], j
 		} else {
 			v, j, ok := plainInt(b, i)
 			if !ok {
@@ -109,7 +117,7 @@ func skipSpace(b []byte, i int) int {
 }
 
 // plainString returns the contents of the string at b[i] and the index
-// past it, when it has no escapes or control characters and is valid UTF-8.
+// past it, when it has no escapes or control characters.
 func plainString(b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, 0, false
@@ -117,8 +125,7 @@ func plainString(b []byte, i int) ([]byte, int, bool) {
 	for j := i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
-			s := b[i+1 : j]
-			return s, j + 1, utf8.Valid(s)
+			return b[i+1 : j], j + 1, true
 		case c == '\\' || c < 0x20:
 			return nil, 0, false
 		}

@@ -127,7 +127,10 @@ func appendItem(b []byte, e *Event) []byte {
 
 // decoder reads the fields of a state in order; the first error sticks.
 type decoder struct {
-	b   []byte
+	b []byte
+	// s, when set, is b as a string: strings are cut from it, so that
+	// decoding a whole state copies it once, not string by string.
+	s   string
 	i   int
 	err error
 }
@@ -163,16 +166,28 @@ func (d *decoder) bytes() []byte {
 	return s
 }
 
-func (d *decoder) str() string { return string(d.bytes()) }
+func (d *decoder) str() string {
+	b := d.bytes()
+	if d.s == "" {
+		return string(b)
+	}
+	return d.s[d.i-len(b) : d.i]
+}
 
-func parseHeader(st state) (header, error) {
-	if len(st) == 0 || st[0] != stateVersion {
+// header reads the header of the state, from its start.
+func (d *decoder) header() (header, error) {
+	if len(d.b) == 0 || d.b[0] != stateVersion {
 		return header{}, fmt.Errorf("%w: unknown version", errCorrupt)
 	}
-	d := decoder{b: st, i: 1}
+	d.i = 1
 	h := header{ts: d.varint(), eventID: d.str(), visitor: d.str(), browser: d.str(), country: d.str(), ip: d.str()}
 	h.n = d.i
 	return h, d.err
+}
+
+func parseHeader(st state) (header, error) {
+	d := decoder{b: st}
+	return d.header()
 }
 
 // firstKey reads only the ts and event_id of a state's first event, without
@@ -237,17 +252,18 @@ func mergeStates(a, b state) state {
 	return append(out, other...)
 }
 
-// snapshot decodes a session into its Snapshot.
-func snapshot(sessionID string, st state, final bool) (Snapshot, error) {
-	h, err := parseHeader(st)
+// snapshot decodes a session into its Snapshot, whose strings share one
+// copy of the state, and whose Events are appended to events[:0].
+func snapshot(sessionID string, st state, final bool, events []Item) (Snapshot, error) {
+	d := decoder{b: st, s: string(st)}
+	h, err := d.header()
 	if err != nil {
 		return Snapshot{}, err
 	}
 	s := Snapshot{
 		SessionID: sessionID, VisitorID: h.visitor, Browser: h.browser, Country: h.country, IP: h.ip,
-		Final: final, Events: make([]Item, 0, (len(st)-h.n)/24),
+		Final: final, Events: events[:0],
 	}
-	d := decoder{b: st, i: h.n}
 	for d.i < len(d.b) && d.err == nil {
 		it := Item{TS: d.varint(), EventID: d.str(), Type: d.str(), Experiment: d.str(), Revenue: d.varint()}
 		s.Events = append(s.Events, it)

@@ -198,9 +198,9 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 }
 
 func TestCorruptStateIsAnError(t *testing.T) {
-	_, err := snapshot("s", state{stateVersion, 0x02, 0x05, 'a'}, false)
+	_, err := snapshot("s", state{stateVersion, 0x02, 0x05, 'a'}, false, nil)
 	require.True(t, errors.Is(err, errCorrupt), "%v", err)
-	_, err = snapshot("s", state{9}, false)
+	_, err = snapshot("s", state{9}, false, nil)
 	require.True(t, errors.Is(err, errCorrupt), "%v", err)
 }
 
@@ -264,14 +264,14 @@ func eventIDs(s refSnapshot) []string {
 	return ids
 }
 
-// TestStoreDeclaredWithTrackChanges runs the task with tasktest.New and an
-// explicit store, as a user would wire it by hand, and checks that a
-// session's state leaves the store when it closes.
-func TestStoreDeclaredWithTrackChanges(t *testing.T) {
+// TestStoreDeclaredByHand runs the task with tasktest.New and an explicit
+// store, as a user would wire it by hand, and checks that a session's state
+// leaves the store when it closes.
+func TestStoreDeclaredByHand(t *testing.T) {
 	ctx := context.Background()
 	set := settings{Output: "sessions", Gap: unitGap, Grace: unitGrace}
 	d := tasktest.New(newSessionizer(set, nil), tasktest.Inputs("events"), tasktest.Window(unitWindow),
-		tasktest.Stores(store.Spec{Name: storeName, TrackChanges: true}))
+		tasktest.Stores(store.Spec{Name: storeName}))
 	defer d.Close(ctx)
 	st := func() store.Store { return d.Store(storeName) }
 	feed(t, d, ev("s1", "e1", 0, "pageview"))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -51,7 +52,7 @@ func newJob(c jobConfig, stats *Stats) *task.Job {
 		Name:           c.Name,
 		Kafka:          c.Kafka,
 		Inputs:         []string{c.Input},
-		Stores:         []store.Spec{{Name: storeName, TrackChanges: true}},
+		Stores:         []store.Spec{{Name: storeName}},
 		DataDir:        c.DataDir,
 		InstanceID:     c.InstanceID,
 		Window:         c.Window,
@@ -77,6 +78,9 @@ type Sessionizer struct {
 	out task.Collector
 	cur stream.Message
 	ev  Event // decoded into for every message
+	// Reused by every snapshot.
+	items []Item
+	buf   []byte
 
 	log *slog.Logger
 	// events counts Process calls, eventsAtWindow the count at the last
@@ -160,12 +164,14 @@ func (s *Sessionizer) Close(context.Context) error {
 }
 
 func (s *Sessionizer) emit(e window.Emit[string, state]) error {
-	snap, err := snapshot(e.Key, e.Value, e.Final)
+	snap, err := snapshot(e.Key, e.Value, e.Final, s.items)
 	if err != nil {
 		return err
 	}
-	b := snap.appendJSON(make([]byte, 0, 256+64*len(snap.Events)))
-	if err := s.out.Send(stream.Outgoing{Topic: s.set.Output, Key: []byte(e.Key), Value: b}); err != nil {
+	s.items = snap.Events
+	s.buf = snap.appendJSON(s.buf[:0])
+	// The producer keeps the value until Kafka has it: a copy of its size.
+	if err := s.out.Send(stream.Outgoing{Topic: s.set.Output, Key: []byte(e.Key), Value: bytes.Clone(s.buf)}); err != nil {
 		return err
 	}
 	s.stats.snapshots.Add(1)
