@@ -134,17 +134,18 @@ func (k *Kafka) catchUp(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint: read %s: %w", p, err)
 	}
-	// Close without waiting out the consumer's long poll.
+	// Wait until the consumer is gone (its errors channel closes after
+	// sarama has released the partition): the next Load reads the same
+	// partition, and sarama refuses a partition consumed twice. The wait
+	// is at most one short fetch.
 	defer func() {
 		pc.AsyncClose()
 		go func() {
 			for range pc.Messages() {
 			}
 		}()
-		go func() {
-			for range pc.Errors() {
-			}
-		}()
+		for range pc.Errors() {
+		}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

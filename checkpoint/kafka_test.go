@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,4 +365,42 @@ func TestKafkaSurvivesCompaction(t *testing.T) {
 	got, ok := load(t, newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{NoMirror: true}), "task-0")
 	require.True(t, ok)
 	sameCheckpoint(t, next, got)
+}
+
+// A process loads checkpoints written by another one again and again
+// (standbys follow their tasks' checkpoints every second, while tasks
+// start): concurrent Loads, each reading what was written before it, never
+// trip over each other's reads of the topic.
+func TestKafkaLoadsConcurrentlyWhileCheckpointsAreWritten(t *testing.T) {
+	b := testkit.Broker(t)
+	writer := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{NoMirror: true})
+	reader := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{NoMirror: true})
+	const writes = 60
+	var written atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for id := uint64(1); id <= writes; id++ {
+			write(t, writer, ckp("task-0", id, nil))
+			written.Store(id)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				before := written.Load()
+				got, ok := load(t, reader, "task-0")
+				if before > 0 {
+					require.True(t, ok)
+					require.GreaterOrEqual(t, got.ID, before, "a Load sees what was written before it")
+				}
+				if before == writes {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-done
 }
