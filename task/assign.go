@@ -21,6 +21,7 @@ type memberInfo struct {
 	Version  int     `msgpack:"v"`
 	Instance string  `msgpack:"instance"`
 	Owned    []int32 `msgpack:"owned"`
+	Standby  []int32 `msgpack:"standby"` // tasks it keeps a standby copy of
 	Warm     []int32 `msgpack:"warm"`
 	id       string  // group member id, filled in by the leader
 }
@@ -33,8 +34,9 @@ type memberInfo struct {
 //   - Stickiness: a member keeps the tasks it runs, up to its share; it
 //     gives up its highest-numbered ones beyond that.
 //   - Warmth: a task without an owner goes preferably to a member with room
-//     that has local state for it (it replays only the changelog tail),
-//     otherwise to the member with room that runs the fewest tasks.
+//     that keeps a standby of it, then to one with older local state for it
+//     (either replays only a changelog tail), otherwise to the member with
+//     room that runs the fewest tasks.
 //   - Handover (cooperative rebalancing): a task moving away from a member
 //     that runs it is assigned to nobody in this round. Its owner stops it
 //     (finishes the current message, commits, closes), then rejoins, and
@@ -94,11 +96,16 @@ func assignTasks(n int32, members []memberInfo) map[string][]int32 {
 		count[i] = keep
 	}
 
-	warm := make([]map[int32]bool, len(ms))
+	// warm[i][t]: 2 when member i keeps a standby of t (current up to the
+	// last checkpoint), 1 when it has older local state for t.
+	warm := make([]map[int32]int, len(ms))
 	for i, m := range ms {
-		warm[i] = make(map[int32]bool, len(m.Warm))
+		warm[i] = make(map[int32]int, len(m.Warm)+len(m.Standby))
 		for _, t := range m.Warm {
-			warm[i][t] = true
+			warm[i][t] = 1
+		}
+		for _, t := range m.Standby {
+			warm[i][t] = 2
 		}
 	}
 	for t := range n {
@@ -114,7 +121,7 @@ func assignTasks(n int32, members []memberInfo) map[string][]int32 {
 			case best < 0:
 				best = i
 			case warm[i][t] != warm[best][t]:
-				if warm[i][t] {
+				if warm[i][t] > warm[best][t] {
 					best = i
 				}
 			case count[i] < count[best]:
@@ -134,6 +141,53 @@ func assignTasks(n int32, members []memberInfo) map[string][]int32 {
 		}
 		id := ms[owner[t]].id
 		out[id] = append(out[id], t)
+	}
+	return out
+}
+
+// assignStandbys picks, for every task, up to k members to keep a standby
+// copy of its stores: never a member that runs the task now or is given it
+// in this round (active, assignTasks' result). A member that already keeps
+// a standby of the task is preferred (its copy is current), then one with
+// local state for it, then the member with the fewest standbys. The result
+// maps member id to tasks, ascending; every member is present.
+func assignStandbys(n int32, k int, members []memberInfo, active map[string][]int32) map[string][]int32 {
+	out := make(map[string][]int32, len(members))
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b memberInfo) int { return cmp.Compare(a.id, b.id) })
+	for _, m := range ms {
+		out[m.id] = []int32{}
+	}
+	if k <= 0 {
+		return out
+	}
+	load := make([]int, len(ms))
+	for t := range n {
+		cands := make([]int, 0, len(ms))
+		for i, m := range ms {
+			if !slices.Contains(m.Owned, t) && !slices.Contains(active[m.id], t) {
+				cands = append(cands, i)
+			}
+		}
+		rank := func(i int) int {
+			switch {
+			case slices.Contains(ms[i].Standby, t):
+				return 0
+			case slices.Contains(ms[i].Warm, t):
+				return 1
+			}
+			return 2
+		}
+		slices.SortStableFunc(cands, func(a, b int) int {
+			if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+				return c
+			}
+			return cmp.Compare(load[a], load[b])
+		})
+		for _, i := range cands[:min(k, len(cands))] {
+			out[ms[i].id] = append(out[ms[i].id], t)
+			load[i]++
+		}
 	}
 	return out
 }
@@ -180,11 +234,21 @@ func (a *taskAssignor) Plan(members map[string]sarama.ConsumerGroupMemberMetadat
 		infos = append(infos, mi)
 	}
 	plan := make(sarama.BalanceStrategyPlan, len(members))
-	for id, tasks := range assignTasks(n, infos) {
+	active := assignTasks(n, infos)
+	for id, tasks := range active {
 		plan[id] = map[string][]int32{}
 		for _, t := range tasks {
 			for _, lp := range a.g.leases(t) {
 				plan.Add(id, lp.Topic, lp.Partition)
+			}
+		}
+	}
+	if a.g.standbyTopic != "" {
+		// A standby of task i is leased as partition i of the first
+		// changelog.
+		for id, tasks := range assignStandbys(n, a.g.c.job.Standbys, infos, active) {
+			for _, t := range tasks {
+				plan.Add(id, a.g.standbyTopic, t)
 			}
 		}
 	}

@@ -162,3 +162,37 @@ func TestAssignRandomGroups(t *testing.T) {
 		require.Equal(t, assignTasks(n, ms), assignTasks(n, shuffled))
 	}
 }
+
+func TestAssignStandbys(t *testing.T) {
+	ms := []memberInfo{{id: "a", Owned: []int32{0, 1}}, {id: "b", Owned: []int32{2, 3}}, {id: "c", Standby: []int32{0}, Warm: []int32{3}}}
+	active := assignTasks(4, ms)
+	sb := assignStandbys(4, 1, ms, active)
+	checkDisjoint(t, 4, sb)
+	for id, ts := range sb {
+		for _, task := range ts {
+			require.NotContains(t, active[id], task, "%s runs task %d and keeps its standby", id, task)
+		}
+	}
+	require.Contains(t, sb["c"], int32(0), "c keeps its current standby")
+	require.Contains(t, sb["c"], int32(3), "c has state for task 3")
+
+	// Two standbys per task over three members: every task has both
+	// other members, and none its owner.
+	sb = assignStandbys(4, 2, ms, active)
+	count := map[int32]int{}
+	for _, ts := range sb {
+		for _, task := range ts {
+			count[task]++
+		}
+	}
+	require.Equal(t, map[int32]int{0: 2, 1: 2, 2: 2, 3: 2}, count)
+	require.Empty(t, assignStandbys(4, 0, ms, active)["c"])
+}
+
+// A task moving off a member goes to the member with its standby.
+func TestAssignPrefersTheStandby(t *testing.T) {
+	ms := []memberInfo{{id: "a", Warm: []int32{0, 1}}, {id: "b", Standby: []int32{0, 1}}, {id: "c", Owned: []int32{2}}}
+	out, _ := settle(t, 3, ms)
+	require.Equal(t, []int32{0}, out["b"], "b keeps a standby of 0 and 1; balance gives it one")
+	require.Equal(t, []int32{1}, out["a"])
+}

@@ -28,7 +28,8 @@
 //     named after it and share its tasks, whole (a task's partitions never
 //     split). Rebalances are cooperative and sticky: a task moves only when
 //     balance needs it, and is committed and closed by its old owner before
-//     its new owner restores and starts it. See Job.InstanceID,
+//     its new owner restores and starts it; Job.Standbys keeps warm copies
+//     of every task's stores on other processes. See Job.InstanceID,
 //     Job.SessionTimeout, Job.RebalanceTimeout and Job.Member.
 //
 // # Caveats

@@ -39,15 +39,20 @@ import (
 // started by its new owner (which restores its stores, from local state
 // when it is current, and resumes from the checkpoint).
 type group struct {
-	c        *container
-	conn     *kafka.Conn
-	cg       sarama.ConsumerGroup
-	topics   []string // lease topics the group subscribes to
-	instance string
+	c         *container
+	conn      *kafka.Conn
+	cg        sarama.ConsumerGroup
+	topics    []string // lease topics: task i is partition i of each
+	subscribe []string // topics the group subscribes to: leases and standbys
+	instance  string
+	// standbyTopic leases standbys (Job.Standbys): partition i of the
+	// first changelog is a standby of task i. Empty without standbys.
+	standbyTopic string
 
-	mu    sync.Mutex
-	tasks map[int32]*lease // tasks held: starting, running or handing over
-	sess  sarama.ConsumerGroupSession
+	mu       sync.Mutex
+	tasks    map[int32]*lease // tasks held: starting, running or handing over
+	standbys map[int32]*lease // standby copies held
+	sess     sarama.ConsumerGroupSession
 
 	rebalances, assigned, revoked, fenced atomic.Uint64
 	pausedNs                              atomic.Int64 // assignment to first message ready, summed
@@ -65,6 +70,11 @@ type lease struct {
 	fenceNow atomic.Bool   // the membership was lost: do not commit at all
 	done     chan struct{} // closed when the task has stopped
 	started  time.Time     // when the group gave the task to this process
+	// standbyLag is, for a standby, how many changelog records it was
+	// behind the task's checkpoint when it last looked; standbyAt is the
+	// id of the checkpoint it has applied.
+	standbyLag atomic.Int64
+	standbyAt  atomic.Uint64
 }
 
 // errFenced ends a task whose handover came too late to commit safely.
@@ -72,10 +82,22 @@ var errFenced = errors.New("task was fenced: its handover did not finish within 
 
 func newGroup(c *container) (*group, error) {
 	j := c.job
-	g := &group{c: c, tasks: map[int32]*lease{}}
+	g := &group{c: c, tasks: map[int32]*lease{}, standbys: map[int32]*lease{}}
 	g.topics = j.Inputs
 	if len(g.topics) == 0 {
 		g.topics = j.Broadcast[:1]
+	}
+	if j.Standbys > 0 {
+		for _, sp := range j.Stores {
+			if t := j.changelogTopic(sp); t != "" {
+				g.standbyTopic = t
+				break
+			}
+		}
+	}
+	g.subscribe = g.topics
+	if g.standbyTopic != "" {
+		g.subscribe = append(slices.Clone(g.topics), g.standbyTopic)
 	}
 	var err error
 	if g.instance, err = j.instanceID(); err != nil {
@@ -88,7 +110,9 @@ func newGroup(c *container) (*group, error) {
 	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{&taskAssignor{g: g}}
 	cfg.Consumer.Group.InstanceId = g.instance
 	cfg.Consumer.Group.Session.Timeout = j.sessionTimeout()
-	cfg.Consumer.Group.Heartbeat.Interval = j.sessionTimeout() / 4
+	// Members learn of a rebalance from their next heartbeat: a short
+	// interval keeps the pause of a handover short.
+	cfg.Consumer.Group.Heartbeat.Interval = min(j.sessionTimeout()/3, 500*time.Millisecond)
 	cfg.Consumer.Group.Rebalance.Timeout = j.rebalanceTimeout()
 	cfg.Consumer.Offsets.Initial = sarama.OffsetNewest
 	cfg.Consumer.Offsets.AutoCommit.Enable = true
@@ -142,7 +166,7 @@ func (j *Job) instanceID() (string, error) {
 func (g *group) consume(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := g.cg.Consume(ctx, g.topics, g)
+		err := g.cg.Consume(ctx, g.subscribe, g)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -219,8 +243,14 @@ func (g *group) info() memberInfo {
 			mi.Owned = append(mi.Owned, t)
 		}
 	}
+	for t, l := range g.standbys {
+		if l.fence.Load() == 0 {
+			mi.Standby = append(mi.Standby, t)
+		}
+	}
 	g.mu.Unlock()
 	slices.Sort(mi.Owned)
+	slices.Sort(mi.Standby)
 	// Local state makes a task warm: it replays only the changelog tail.
 	if len(g.c.job.Stores) > 0 {
 		ents, _ := os.ReadDir(filepath.Join(g.c.job.dataDir(), g.c.job.Name))
@@ -254,7 +284,8 @@ func (g *group) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consume
 	if len(g.c.job.Inputs) == 0 {
 		t = 0
 	}
-	l := g.acquire(t)
+	standby := claim.Topic() == g.standbyTopic
+	l := g.acquire(t, standby)
 	for range claim.Messages() {
 		// The claim only leases the task; its data is read from the
 		// checkpoint by the task's own consumers.
@@ -264,17 +295,27 @@ func (g *group) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consume
 	// lost already: another process may own the task now.
 	cause := context.Cause(s.Context())
 	lost := s.Context().Err() != nil && !errors.Is(cause, context.Canceled)
-	g.release(l, lost)
+	g.release(l, lost, standby)
 	return nil
 }
 
-// acquire records one more claim of task t, starting the task on its
-// first claim. A task still handing over from an earlier lease is waited
-// for first.
-func (g *group) acquire(t int32) *lease {
+// acquire records one more claim of task t (or of its standby), starting
+// it on its first claim. A task or standby of t still stopping from an
+// earlier lease is waited for first: they share the task's stores.
+func (g *group) acquire(t int32, standby bool) *lease {
 	for {
 		g.mu.Lock()
-		l := g.tasks[t]
+		held, other := g.tasks, g.standbys
+		if standby {
+			held, other = other, held
+		}
+		if o := other[t]; o != nil {
+			// The group revokes a claim before it gives the other.
+			g.mu.Unlock()
+			<-o.done
+			continue
+		}
+		l := held[t]
 		if l != nil && l.fence.Load() != 0 {
 			g.mu.Unlock()
 			<-l.done
@@ -282,9 +323,13 @@ func (g *group) acquire(t int32) *lease {
 		}
 		if l == nil {
 			l = &lease{id: t, revoke: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
-			g.tasks[t] = l
-			g.assigned.Add(1)
-			go g.run(l)
+			held[t] = l
+			if standby {
+				go g.runStandby(l)
+			} else {
+				g.assigned.Add(1)
+				go g.run(l)
+			}
 		}
 		l.claims++
 		g.mu.Unlock()
@@ -294,14 +339,16 @@ func (g *group) acquire(t int32) *lease {
 
 // release drops one claim of l; the last one hands the task over and
 // waits (up to the rebalance timeout) until it has stopped.
-func (g *group) release(l *lease, lost bool) {
+func (g *group) release(l *lease, lost, standby bool) {
 	g.mu.Lock()
 	l.claims--
 	last := l.claims == 0
 	if last {
 		l.fenceNow.Store(lost)
 		l.fence.Store(time.Now().Add(g.c.job.rebalanceTimeout() / 2).UnixNano())
-		g.revoked.Add(1)
+		if !standby {
+			g.revoked.Add(1)
+		}
 		close(l.revoke)
 	}
 	g.mu.Unlock()
@@ -336,6 +383,23 @@ func (g *group) run(l *lease) {
 	}
 }
 
+// runStandby keeps a standby of task l.id until it is revoked. A standby
+// that cannot open its stores is logged, not fatal: it only saves its task
+// restore time.
+func (g *group) runStandby(l *lease) {
+	defer func() {
+		g.mu.Lock()
+		if g.standbys[l.id] == l {
+			delete(g.standbys, l.id)
+		}
+		g.mu.Unlock()
+		close(l.done)
+	}()
+	if err := g.c.runStandby(l); err != nil {
+		g.c.log.Error("standby failed; the task will restore from the changelog when it moves here", "task", fmt.Sprintf("task-%d", l.id), "err", err)
+	}
+}
+
 // mark mirrors a task's checkpointed input offsets to the group.
 func (g *group) mark(offsets map[stream.Partition]int64) {
 	g.mu.Lock()
@@ -349,6 +413,23 @@ func (g *group) mark(offsets map[stream.Partition]int64) {
 			s.MarkOffset(p.Topic, p.Partition, off, "")
 		}
 	}
+}
+
+// standbyStats returns the standbys held, ascending, their summed lag,
+// and the checkpoint each has applied.
+func (g *group) standbyStats() ([]int32, int64, map[int32]uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ts []int32
+	var lag int64
+	at := make(map[int32]uint64, len(g.standbys))
+	for t, l := range g.standbys {
+		ts = append(ts, t)
+		lag += l.standbyLag.Load()
+		at[t] = l.standbyAt.Load()
+	}
+	slices.Sort(ts)
+	return ts, lag, at
 }
 
 // fenced reports whether task l may no longer commit.

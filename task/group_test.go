@@ -3,7 +3,10 @@ package task_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,4 +161,60 @@ func TestStuckTaskIsFencedOnHandover(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, twice, "only the stuck message, whose progress was not committed, is processed again")
+}
+
+// With Standbys, a second process keeps a copy of the task's store up to
+// its latest checkpoint; when the task moves there, its restore replays
+// nothing, and the state is the same as the first process's. A process
+// without a standby replays the whole changelog instead.
+func TestStandbyTakesOverWithoutReplay(t *testing.T) {
+	b := setup(t, 1, 3000)
+	cps := checkpoint.NewMemory()
+	want := expectedCounts(records(3000))
+	mk := func(id string, sink *stateSink, logs io.Writer) *task.Job {
+		job := countingJob(b, t.TempDir(), sink, cps)
+		job.InstanceID, job.Standbys = id, 1
+		if logs != nil {
+			job.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		return job
+	}
+	a := mk("a", newSink(), nil)
+	stopA, _ := start(t, a)
+	testkit.Eventually(t, time.Minute, func() bool { return running(a, 1) && total(a, processed) == 3000 }, "a did not count: %v", testkit.Lazy(func() string { m, _ := a.Member(); return fmt.Sprintf("%d %+v", total(a, processed), m) }))
+	testkit.Eventually(t, time.Minute, func() bool {
+		cp, ok, _ := cps.Load(context.Background(), "task-0")
+		return ok && cp.Inputs[stream.Partition{Topic: "in"}] == 3000
+	}, "a did not checkpoint everything")
+	cp, _, _ := cps.Load(context.Background(), "task-0")
+	target := cp.Changelogs["counts"]
+	require.Positive(t, target)
+
+	logs := &testkit.Buffer{}
+	sinkB := newSink()
+	bJob := mk("b", sinkB, logs)
+	stopB, _ := start(t, bJob)
+	testkit.Eventually(t, time.Minute, func() bool {
+		m, _ := bJob.Member()
+		return slices.Equal(m.Standbys, []int32{0}) && m.StandbyLag == 0 && m.StandbyCheckpoints[0] == cp.ID &&
+			strings.Contains(logs.String(), fmt.Sprintf("to=%d", target))
+	}, "b's standby did not catch up with the checkpoint: %v", testkit.Lazy(func() string { return logs.Tail(2000) }))
+
+	require.NoError(t, stopA())
+	testkit.Eventually(t, time.Minute, func() bool { return running(bJob, 1) }, "b did not take the task over")
+	st := bJob.Stats()[0].Stores["counts"]
+	require.Zero(t, st.RestoreRecords, "the standby was current: nothing to replay")
+	require.Equal(t, want, merged(sinkB.atInit), "the standby's state")
+
+	// Without a standby, a process replays the whole changelog.
+	sinkC := newSink()
+	c := mk("c", sinkC, nil)
+	c.Standbys = 0
+	bJob.Standbys = 0 // unused from here: b is stopped below
+	require.NoError(t, stopB())
+	stopC, _ := start(t, c)
+	testkit.Eventually(t, time.Minute, func() bool { return running(c, 1) }, "c did not start the task")
+	require.EqualValues(t, target+1, c.Stats()[0].Stores["counts"].RestoreRecords, "c replayed the whole changelog")
+	require.Equal(t, want, merged(sinkC.atInit))
+	require.NoError(t, stopC())
 }

@@ -140,6 +140,13 @@ type Job struct {
 	// closes without committing, and its new owner redoes the work since
 	// the last checkpoint.
 	RebalanceTimeout time.Duration
+	// Standbys is how many other processes keep a standby copy of each
+	// task's stores, by following its changelog up to its latest
+	// checkpoint. When a task moves, the group prefers a process with a
+	// standby, whose restore replays only the few records the standby had
+	// not applied. Needs a store with a changelog, and costs each standby
+	// process the disk of the copy and the reads of the changelog.
+	Standbys int
 
 	running atomic.Pointer[container]
 }
@@ -189,6 +196,11 @@ func (j *Job) Validate() error {
 	}
 	if j.InstanceID != "" && !validName.MatchString(j.InstanceID) {
 		errs = append(errs, fmt.Errorf("instance id %q may contain only letters, digits, '.', '_' and '-'", j.InstanceID))
+	}
+	if j.Standbys < 0 {
+		errs = append(errs, errors.New("field Standbys must not be negative"))
+	} else if j.Standbys > 0 && !slices.ContainsFunc(j.Stores, func(s store.Spec) bool { return !s.NoChangelog }) {
+		errs = append(errs, errors.New("field Standbys needs a store with a changelog"))
 	}
 	if j.QueueSize < 0 {
 		errs = append(errs, errors.New("field QueueSize must not be negative"))
@@ -299,6 +311,14 @@ type MemberStats struct {
 	Assigned   uint64  // tasks the group gave this process
 	Revoked    uint64  // tasks the group took back (handed over)
 	Fenced     uint64  // tasks that closed without their final commit
+	// Standbys are the tasks this process keeps a standby copy of, and
+	// StandbyLag how many changelog records they were behind their
+	// tasks' checkpoints when they last looked, summed.
+	Standbys   []int32
+	StandbyLag int64
+	// StandbyCheckpoints is the id of the checkpoint each standby has
+	// applied (0 before the first), by task.
+	StandbyCheckpoints map[int32]uint64
 	// Paused is the total time from the group giving this process a
 	// task to the task being ready to process (its checkpoint loaded and
 	// stores restored): what moving tasks here cost.
@@ -324,6 +344,7 @@ func (j *Job) Member() (MemberStats, bool) {
 	for _, r := range g.runners() {
 		s.Tasks = append(s.Tasks, r.partition)
 	}
+	s.Standbys, s.StandbyLag, s.StandbyCheckpoints = g.standbyStats()
 	return s, true
 }
 

@@ -30,6 +30,7 @@ type runner struct {
 	stores    []*taskStore
 	inputDown <-chan error // the task's subscription lost a partition
 	lease     *lease       // the group's lease of this task
+	standby   bool         // keeps a standby copy of the stores; runs no task
 
 	// offs[i] is the next offset to process in parts[i]; only the runner
 	// goroutine touches it. A slice scanned from the last hit beats a map

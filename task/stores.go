@@ -157,7 +157,9 @@ func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
 			return err
 		}
 	}
-	if hwm-1 > target {
+	// A standby leaves the records past the checkpoint alone: the task's
+	// owner is writing them, and its next checkpoint covers them.
+	if hwm-1 > target && !r.standby {
 		return r.trim(ctx, s, p, target+1, hwm-1)
 	}
 	return nil

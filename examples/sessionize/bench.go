@@ -193,6 +193,9 @@ func measureBench(ctx context.Context, c config, stdout, stderr io.Writer) error
 	if c.windowSet {
 		window = c.window
 	}
+	if c.benchMembers > 1 {
+		return measureMembers(ctx, c, addrs, adm, window, stdout, log)
+	}
 	var ratios []float64
 	for round := range c.rounds {
 		var raw, job result
@@ -546,3 +549,118 @@ func (m *memPeak) sample() {
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+// benchMembers runs the job as members group members (each with its own
+// data directory and instance id, as separate processes would be) over the
+// input. The clock starts once the members share the tasks (the first
+// rebalances are start-up, not throughput) and stops when they have
+// processed all want events between them; the result counts the events
+// processed in between. Stopping is not timed.
+func benchMembers(ctx context.Context, c config, addrs []string, name, output string, window time.Duration, want int64, members int, log *slog.Logger) (result, error) {
+	dir, err := os.MkdirTemp("", "sessionize-bench-")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stats := &Stats{}
+	jobs := make([]*task.Job, members)
+	errc := make(chan error, members)
+	for i := range jobs {
+		jobs[i] = newJob(jobConfig{
+			settings:       settings{Output: output, Gap: c.gap, Grace: c.grace},
+			Name:           name,
+			Kafka:          stream.KafkaConfig{Brokers: addrs, ClientID: "bench-sessionize"},
+			Input:          benchInput,
+			Window:         window,
+			CommitInterval: c.commit,
+			DataDir:        fmt.Sprintf("%s/m%d", dir, i),
+			InstanceID:     fmt.Sprintf("m%d", i),
+			Logger:         log,
+		}, stats)
+		go func() { errc <- jobs[i].Run(ctx) }()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	// A task's counters restart when it moves: count each task's events
+	// as the largest checkpointed or processed position seen.
+	done := map[string]int64{}
+	var (
+		settled    bool
+		from       int64
+		start      time.Time
+		cpu0       time.Duration
+		sum, tasks int
+	)
+	for {
+		select {
+		case err := <-errc:
+			return result{}, fmt.Errorf("a member stopped early: %v", err)
+		case <-tick.C:
+		}
+		sum, tasks = 0, 0
+		share := true
+		for _, j := range jobs {
+			st := j.Stats()
+			share = share && len(st) > 0
+			tasks += len(st)
+			for _, s := range st {
+				var at int64
+				for _, off := range s.LastCheckpoint.Inputs {
+					at += off
+				}
+				done[s.Task] = max(done[s.Task], at, int64(s.Processed+s.Skipped+s.DeadLettered))
+			}
+		}
+		for _, n := range done {
+			sum += int(n)
+		}
+		if !settled && share && tasks == c.partitions {
+			settled, from, start, cpu0 = true, int64(sum), time.Now(), benchkit.CPUTime()
+		}
+		if int64(sum) >= want {
+			break
+		}
+	}
+	if !settled || int64(sum)-from < want/2 {
+		return result{}, fmt.Errorf("the members settled after %d of %d events: use more events", from, want)
+	}
+	res := result{events: int64(sum) - from, elapsed: time.Since(start), cpu: benchkit.CPUTime() - cpu0, outputs: int64(stats.Totals().Snapshots)}
+	cancel()
+	var errs []error
+	for range jobs {
+		errs = append(errs, <-errc)
+	}
+	return res, errors.Join(errs...)
+}
+
+// measureMembers compares the job run by one group member with the job
+// run by c.benchMembers members, in alternating order, on the same input.
+func measureMembers(ctx context.Context, c config, addrs []string, adm *kadm.Client, window time.Duration, stdout io.Writer, log *slog.Logger) error {
+	var ratios []float64
+	for round := range c.rounds {
+		res := map[int]result{}
+		order := []int{1, c.benchMembers}
+		if round%2 == 1 {
+			order = []int{c.benchMembers, 1}
+		}
+		for _, m := range order {
+			prefix := fmt.Sprintf("bench-r%d-m%d-", round, m)
+			r, err := benchMembers(ctx, c, addrs, prefix+"sessionize", prefix+"sessions", window, int64(c.bench), m, log)
+			if err != nil {
+				return fmt.Errorf("round %d, %d members: %w", round, m, err)
+			}
+			if err := deleteTopics(ctx, adm, prefix); err != nil {
+				return err
+			}
+			res[m] = r
+			fmt.Fprintf(stdout, "round %d: %d member(s) %8.0f ev/s  %5.1f µs CPU/event\n", round, m, r.rate(), r.cpuPerEvent())
+		}
+		ratio := res[c.benchMembers].rate() / res[1].rate()
+		ratios = append(ratios, ratio)
+		fmt.Fprintf(stdout, "round %d: %d members / 1 = %.2f\n", round, c.benchMembers, ratio)
+	}
+	fmt.Fprintf(stdout, "result: %d members / 1 member = %.2f (median of %d rounds; on 2 cores, 1.0 means no regression)\n", c.benchMembers, median(ratios), len(ratios))
+	return nil
+}

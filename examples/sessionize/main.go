@@ -92,6 +92,10 @@
 //	-partitions  partitions of the input topic when sessionize creates it (default 8)
 //	-commit      commit interval (default 5s)
 //	-name        job name (default "sessionize")
+//	-instance    this process's id among the job's processes: run several
+//	             sessionize processes with the same -brokers and -name (each
+//	             with its own -data-dir) and they share the tasks
+//	-standbys    other processes that keep a standby copy of each task
 //	-quiet       print no per-emit lines
 //	-log-level   debug, info, warn or error (default info)
 //
@@ -99,6 +103,10 @@
 //
 //	-bench N     time the job on N events against a raw sarama copy of them
 //	-rounds R    measurement rounds for -bench, in alternating order (default 3)
+//	-bench-members M
+//	             with -bench: compare the job run by M group members (as M
+//	             processes would run it, each with its own data directory)
+//	             with one member, instead of with a raw copy
 //	-rss N       peak RSS of the job process holding N open sessions
 //	-cpuprofile  write a CPU profile of the job to this file
 //
@@ -137,15 +145,18 @@ type config struct {
 	commit     time.Duration
 	name       string
 	instance   string
+	standbys   int
 	quiet      bool
 	logLevel   string
 
 	// Benchmarks.
-	bench      int
-	rounds     int
-	rss        int
-	cpuprofile string
-	windowSet  bool // -window was given
+	bench  int
+	rounds int
+	// benchMembers > 1 compares that many group members with one.
+	benchMembers int
+	rss          int
+	cpuprofile   string
+	windowSet    bool // -window was given
 	// Hidden: the -rss child process.
 	rssChild bool
 	expect   int
@@ -169,10 +180,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.commit, "commit", task.DefaultCommitInterval, "commit `interval`")
 	fs.StringVar(&c.name, "name", "sessionize", "job `name` (consumer group, changelog, checkpoint and DLQ topic prefix)")
 	fs.StringVar(&c.instance, "instance", "", "this process's `id` among the job's processes (default: derived from the host and -data-dir)")
+	fs.IntVar(&c.standbys, "standbys", 0, "other processes that keep a standby copy of each task's sessions")
 	fs.BoolVar(&c.quiet, "quiet", false, "print no per-emit lines")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.IntVar(&c.bench, "bench", 0, "benchmark: time the job on `N` events against a raw sarama copy, then exit")
 	fs.IntVar(&c.rounds, "rounds", 3, "with -bench: measurement rounds, in alternating order")
+	fs.IntVar(&c.benchMembers, "bench-members", 1, "with -bench: compare the job run by `M` group members (as M processes would run it) with one, instead of with a raw copy")
 	fs.IntVar(&c.rss, "rss", 0, "benchmark: peak RSS of the job process holding `N` open sessions, then exit")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "with -bench or -rss: write a CPU profile of the job to `file`")
 	fs.BoolVar(&c.rssChild, "rss-child", false, "internal: the job process of -rss")
@@ -187,8 +200,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case c.rounds < 1:
 		return c, errors.New("-rounds must be at least 1")
-	case c.generate < 0 || c.duration < 0 || c.bench < 0 || c.rss < 0:
-		return c, errors.New("-generate, -duration, -bench and -rss must not be negative")
+	case c.generate < 0 || c.duration < 0 || c.bench < 0 || c.rss < 0 || c.standbys < 0:
+		return c, errors.New("-generate, -duration, -bench, -rss and -standbys must not be negative")
 	case c.partitions < 1:
 		return c, errors.New("-partitions must be at least 1")
 	case c.window <= 0 || c.commit <= 0:
@@ -245,6 +258,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		CommitInterval: c.commit,
 		DataDir:        stateDir,
 		InstanceID:     c.instance,
+		Standbys:       c.standbys,
 		Logger:         log,
 	}, stats)
 

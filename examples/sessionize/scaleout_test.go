@@ -17,7 +17,7 @@ import (
 )
 
 // TestScaleOutSessionize runs the job as three processes sharing its eight
-// tasks while 300k events flow. During the run one process is SIGKILLed
+// tasks, each task with one standby copy, while 300k events flow. During the run one process is SIGKILLed
 // (the others take its tasks over once its session times out), a fourth
 // joins (it gets a share), and then every live process is restarted one by
 // one (each hands its tasks over on SIGTERM and gets tasks back when it
@@ -38,9 +38,10 @@ func TestScaleOutSessionize(t *testing.T) {
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 
 	type proc struct {
-		id  string
-		dir string
-		c   *testkit.Child
+		id      string
+		dir     string
+		c       *testkit.Child
+		stopped bool // killed or stopped by the test
 	}
 	var (
 		all   []*testkit.Child
@@ -56,7 +57,7 @@ func TestScaleOutSessionize(t *testing.T) {
 	launch := func(p *proc) {
 		args := []string{"-brokers", strings.Join(addrs, ","), "-input", crashInput, "-output", crashOutput, "-late-topic", crashLate,
 			"-gap", crashGap.String(), "-grace", crashGrace.String(), "-window", "500ms", "-commit", "200ms",
-			"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", p.dir, "-instance", p.id, "-log-level", "debug"}
+			"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", p.dir, "-instance", p.id, "-standbys", "1", "-log-level", "debug"}
 		p.c = testkit.Start(t, bin, args, len(all))
 		all = append(all, p.c)
 		p.c.WaitFor(t, "job started", 60*time.Second)
@@ -64,7 +65,11 @@ func TestScaleOutSessionize(t *testing.T) {
 	live := func() []*proc {
 		var out []*proc
 		for _, p := range procs {
-			if !p.c.Exited() {
+			switch {
+			case p.stopped:
+			case p.c.Exited():
+				t.Fatalf("%s exited on its own: %v\n%s", p.id, p.c.Err(), p.c.Stderr.Tail(8<<10))
+			default:
 				out = append(out, p)
 			}
 		}
@@ -108,6 +113,7 @@ func TestScaleOutSessionize(t *testing.T) {
 	start := time.Now()
 
 	progress(0.15)
+	procs[1].stopped = true
 	procs[1].c.Signal(t, syscall.SIGKILL)
 	procs[1].c.Wait(t, 10*time.Second)
 	balanced("p1 killed")
@@ -119,11 +125,13 @@ func TestScaleOutSessionize(t *testing.T) {
 
 	progress(0.5)
 	for _, p := range live() {
+		p.stopped = true
 		p.c.Signal(t, syscall.SIGTERM)
 		p.c.Wait(t, 60*time.Second)
 		if err := p.c.Err(); err != nil {
 			t.Fatalf("%s exited with %v after SIGTERM, want exit code 0", p.id, err)
 		}
+		p.stopped = false
 		launch(p)
 		balanced(p.id + " restarted")
 	}
@@ -160,6 +168,7 @@ func TestScaleOutSessionize(t *testing.T) {
 		return len(idle) == crashPartitions
 	}, "not every task ran an idle window after catching up")
 	for _, p := range live() {
+		p.stopped = true
 		p.c.Signal(t, syscall.SIGTERM)
 	}
 	for _, p := range procs {

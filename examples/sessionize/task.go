@@ -36,6 +36,7 @@ type jobConfig struct {
 	CommitInterval time.Duration
 	DataDir        string
 	InstanceID     string
+	Standbys       int
 	Logger         *slog.Logger
 }
 
@@ -55,6 +56,7 @@ func newJob(c jobConfig, stats *Stats) *task.Job {
 		Stores:         []store.Spec{{Name: storeName}},
 		DataDir:        c.DataDir,
 		InstanceID:     c.InstanceID,
+		Standbys:       c.Standbys,
 		Window:         c.Window,
 		CommitInterval: c.CommitInterval,
 		OnError:        task.DeadLetter,

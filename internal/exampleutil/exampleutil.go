@@ -232,13 +232,13 @@ func ReportTasks(ctx context.Context, w io.Writer, jobs ...*task.Job) {
 			if !ok {
 				continue
 			}
-			now := fmt.Sprint(m.Tasks)
+			now := fmt.Sprint(m.Tasks, m.Standbys)
 			if now == last[i] {
 				continue
 			}
 			last[i] = now
-			fmt.Fprintf(w, "%s: instance %s runs tasks %v (rebalances %d, tasks assigned %d, handed over %d)\n",
-				job.Name, m.Instance, m.Tasks, m.Rebalances, m.Assigned, m.Revoked)
+			fmt.Fprintf(w, "%s: instance %s runs tasks %v, standbys %v (rebalances %d, tasks assigned %d, handed over %d)\n",
+				job.Name, m.Instance, m.Tasks, m.Standbys, m.Rebalances, m.Assigned, m.Revoked)
 		}
 	}
 }
