@@ -265,16 +265,8 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 // starting is not an error: nothing was processed, and a partial restore
 // is redone by the next owner.
 func (c *container) runTask(l *lease) error {
-	ctx, cancel := context.WithCancel(c.hardCtx)
+	ctx, cancel := c.leaseContext(l)
 	defer cancel()
-	go func() {
-		select {
-		case <-l.revoke:
-		case <-c.stop:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
 	starting := func(err error) error {
 		if ctx.Err() != nil {
 			return nil
@@ -333,6 +325,21 @@ func (c *container) runTask(l *lease) error {
 	c.grp.pausedNs.Add(int64(time.Since(l.started)))
 	r.log.Info("task started", "after", time.Since(l.started).Round(time.Millisecond))
 	return r.run()
+}
+
+// leaseContext returns a context that ends when lease l is revoked or the
+// job stops.
+func (c *container) leaseContext(l *lease) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(c.hardCtx)
+	go func() {
+		select {
+		case <-l.revoke:
+		case <-c.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 // fail records a task's failure and stops the job.

@@ -14,20 +14,13 @@ const standbyInterval = time.Second
 // runStandby keeps a standby copy of task l.id's stores: every
 // standbyInterval it loads the task's latest checkpoint and replays the
 // changelog up to the offsets it records, never further (records past the
-// checkpoint may yet be trimmed). Errors are logged and retried. When the group later gives the task to
-// this process, its restore replays only what the standby had not
-// applied. It runs until the lease is revoked or the job stops.
+// checkpoint may yet be trimmed); errors are logged and retried. When the
+// group later gives the task to this process, its restore replays only
+// what the standby had not applied. It runs until the lease is revoked or
+// the job stops.
 func (c *container) runStandby(l *lease) error {
-	ctx, cancel := context.WithCancel(c.hardCtx)
+	ctx, cancel := c.leaseContext(l)
 	defer cancel()
-	go func() {
-		select {
-		case <-l.revoke:
-		case <-c.stop:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
 	name := fmt.Sprintf("task-%d", l.id)
 	r := &runner{
 		c: c, name: name, partition: l.id, lease: l, standby: true,

@@ -133,24 +133,11 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 	children = append(children, final)
 	final.WaitFor(t, "job started", 60*time.Second)
 	crashkit.CheckResumed(t, addrs, crashGroup, crashPartitions, final, restarts[len(restarts)-1].checkpoints)
-	var lag string
-	testkit.Eventually(t, 90*time.Second, func() bool {
+	testkit.WaitCaughtUp(t, adm, crashGroup, crashInput, crashPartitions, 90*time.Second, func() {
 		if final.Exited() {
 			t.Fatalf("final router run exited on its own: %v", final.Err())
 		}
-		committed, end, err := testkit.GroupOffsets(adm, crashGroup, crashInput)
-		if err != nil {
-			lag = err.Error()
-			return false
-		}
-		lag = fmt.Sprintf("committed %v, end %v", committed, end)
-		for p := range int32(crashPartitions) {
-			if committed[p] != end[p] {
-				return false
-			}
-		}
-		return true
-	}, "the final run did not catch up: %v", testkit.Lazy(func() string { return lag }))
+	})
 	final.Signal(t, syscall.SIGTERM)
 	final.Wait(t, 45*time.Second)
 	if final.Err() != nil {

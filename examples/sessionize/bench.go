@@ -268,6 +268,20 @@ func profiled(path string, round int, f func() error) error {
 	return f()
 }
 
+// benchJobConfig is the job the benchmarks run over the input.
+func benchJobConfig(c config, addrs []string, name, output string, window time.Duration, dir string, log *slog.Logger) jobConfig {
+	return jobConfig{
+		settings:       settings{Output: output, Gap: c.gap, Grace: c.grace},
+		Name:           name,
+		Kafka:          stream.KafkaConfig{Brokers: addrs, ClientID: "bench-sessionize"},
+		Input:          benchInput,
+		Window:         window,
+		CommitInterval: c.commit,
+		DataDir:        dir,
+		Logger:         log,
+	}
+}
+
 // benchJob runs the sessionize job over the input until its checkpoints
 // cover all want events, then stops it (the shutdown is not timed).
 func benchJob(ctx context.Context, c config, addrs []string, name, output string, window time.Duration, want int64, log *slog.Logger) (result, error) {
@@ -277,16 +291,7 @@ func benchJob(ctx context.Context, c config, addrs []string, name, output string
 	}
 	defer os.RemoveAll(dir)
 	stats := &Stats{}
-	job := newJob(jobConfig{
-		settings:       settings{Output: output, Gap: c.gap, Grace: c.grace},
-		Name:           name,
-		Kafka:          stream.KafkaConfig{Brokers: addrs, ClientID: "bench-sessionize"},
-		Input:          benchInput,
-		Window:         window,
-		CommitInterval: c.commit,
-		DataDir:        dir,
-		Logger:         log,
-	}, stats)
+	job := newJob(benchJobConfig(c, addrs, name, output, window, dir, log), stats)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cpu0, start := benchkit.CPUTime(), time.Now()
@@ -568,17 +573,9 @@ func benchMembers(ctx context.Context, c config, addrs []string, name, output st
 	jobs := make([]*task.Job, members)
 	errc := make(chan error, members)
 	for i := range jobs {
-		jobs[i] = newJob(jobConfig{
-			settings:       settings{Output: output, Gap: c.gap, Grace: c.grace},
-			Name:           name,
-			Kafka:          stream.KafkaConfig{Brokers: addrs, ClientID: "bench-sessionize"},
-			Input:          benchInput,
-			Window:         window,
-			CommitInterval: c.commit,
-			DataDir:        fmt.Sprintf("%s/m%d", dir, i),
-			InstanceID:     fmt.Sprintf("m%d", i),
-			Logger:         log,
-		}, stats)
+		jc := benchJobConfig(c, addrs, name, output, window, fmt.Sprintf("%s/m%d", dir, i), log)
+		jc.InstanceID = fmt.Sprintf("m%d", i)
+		jobs[i] = newJob(jc, stats)
 		go func() { errc <- jobs[i].Run(ctx) }()
 	}
 	tick := time.NewTicker(10 * time.Millisecond)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/stream"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // The crash test's parameters. The input is produced in chunks at a bounded
@@ -130,24 +130,11 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	final := testkit.Start(t, bin, append(args(dir), "-log-level", "debug"), len(children))
 	children = append(children, final)
 	final.WaitFor(t, "job started", 60*time.Second)
-	var lag string
-	testkit.Eventually(t, 2*time.Minute, func() bool {
+	testkit.WaitCaughtUp(t, adm, crashGroup, crashInput, crashPartitions, 2*time.Minute, func() {
 		if final.Exited() {
 			t.Fatalf("final run exited on its own: %v", final.Err())
 		}
-		committed, end, err := testkit.GroupOffsets(adm, crashGroup, crashInput)
-		if err != nil {
-			lag = err.Error()
-			return false
-		}
-		lag = fmt.Sprintf("committed %v, end %v", committed, end)
-		for p := range int32(crashPartitions) {
-			if committed[p] != end[p] {
-				return false
-			}
-		}
-		return true
-	}, "the final run did not catch up: %v", testkit.Lazy(func() string { return lag }))
+	})
 	// Every event is processed. Wait until every task logs an idle window
 	// (no event since its previous Window, which therefore sent every
 	// snapshot); the graceful stop's final commit then waits until Kafka
@@ -167,8 +154,20 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d kills; caught up and stopped cleanly %s after start", kills, time.Since(start).Round(time.Millisecond))
 
-	// The reference reads the input where it landed (kgo set each record's
-	// partition and offset).
+	res, ref := verifyRun(t, addrs, adm, recs)
+	t.Logf("%d events: %d sessions (%d closed, %d keys with several sessions), %d late; %d snapshots",
+		len(recs), res.sessions, res.finals, res.multiKeys, len(ref.late), res.snapshots)
+	if res.finals == 0 || len(ref.late) == 0 || res.finals == res.sessions {
+		t.Errorf("the input exercises too little: %d of %d sessions closed, %d late events", res.finals, res.sessions, len(ref.late))
+	}
+}
+
+// verifyRun checks a finished run against the reference computed from the
+// input where it landed (kgo set each record's partition and offset):
+// every task's final checkpoint is at the end of its input, and every
+// session's last snapshot (and every late event) is the reference's.
+func verifyRun(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Record) (verifyResult, refResult) {
+	t.Helper()
 	ref, err := refSessionize(refInputs(recs), crashGap.Milliseconds(), crashGrace.Milliseconds())
 	if err != nil {
 		t.Fatal(err)
@@ -187,11 +186,7 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	outs, lates := readOutputs(t, addrs, crashOutput, crashLate)
 	res := verifySnapshots(t, outs, ref, false)
 	verifyLate(t, lates, ref, false)
-	t.Logf("%d events: %d sessions (%d closed, %d keys with several sessions), %d late; %d snapshots, %d late records",
-		len(recs), res.sessions, res.finals, res.multiKeys, len(ref.late), res.snapshots, len(lates))
-	if res.finals == 0 || len(ref.late) == 0 || res.finals == res.sessions {
-		t.Errorf("the input exercises too little: %d of %d sessions closed, %d late events", res.finals, res.sessions, len(ref.late))
-	}
+	return res, ref
 }
 
 // crashIdleLine is the task's debug log of a Window that found no event

@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grete-go/grete/internal/crashkit"
 	"github.com/grete-go/grete/internal/testkit"
-	"github.com/grete-go/grete/stream"
 	"github.com/twmb/franz-go/pkg/kadm"
 )
 
@@ -137,21 +135,7 @@ func TestScaleOutSessionize(t *testing.T) {
 	}
 
 	prod.Wait(t, 2*time.Minute)
-	var lag string
-	testkit.Eventually(t, 2*time.Minute, func() bool {
-		committed, end, err := testkit.GroupOffsets(adm, crashGroup, crashInput)
-		if err != nil {
-			lag = err.Error()
-			return false
-		}
-		lag = fmt.Sprintf("committed %v, end %v", committed, end)
-		for p := range int32(crashPartitions) {
-			if committed[p] != end[p] {
-				return false
-			}
-		}
-		return true
-	}, "the group did not catch up: %v", testkit.Lazy(func() string { return lag }))
+	testkit.WaitCaughtUp(t, adm, crashGroup, crashInput, crashPartitions, 2*time.Minute, func() { live() })
 	// Every task, wherever it runs, then logs an idle window: its
 	// snapshots cover every event. A graceful stop then commits them.
 	marks := map[*testkit.Child]int{}
@@ -176,24 +160,7 @@ func TestScaleOutSessionize(t *testing.T) {
 	}
 	t.Logf("4 processes, 1 kill, %d graceful restarts; caught up and stopped %s after the input started", len(all)-4, time.Since(start).Round(time.Millisecond))
 
-	ref, err := refSessionize(refInputs(recs), crashGap.Milliseconds(), crashGrace.Milliseconds())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ends := crashEnds(t, adm, crashInput)
-	last := crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
-	if len(last) != crashPartitions {
-		t.Fatalf("%d of %d tasks have a final checkpoint", len(last), crashPartitions)
-	}
-	for name, cp := range last {
-		p, _ := strconv.Atoi(strings.TrimPrefix(name, "task-"))
-		if got := cp.Inputs[stream.Partition{Topic: crashInput, Partition: int32(p)}]; got != ends[int32(p)] {
-			t.Errorf("final checkpoint of %s is at %d, end of input %d", name, got, ends[int32(p)])
-		}
-	}
-	outs, lates := readOutputs(t, addrs, crashOutput, crashLate)
-	res := verifySnapshots(t, outs, ref, false)
-	verifyLate(t, lates, ref, false)
+	res, ref := verifyRun(t, addrs, adm, recs)
 	t.Logf("%d events: %d sessions (%d closed), %d late; %d snapshots", len(recs), res.sessions, res.finals, len(ref.late), res.snapshots)
 }
 

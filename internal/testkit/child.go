@@ -308,6 +308,29 @@ func CaughtUp(adm *kadm.Client, group, topic string) (bool, error) {
 	return len(end) > 0, nil
 }
 
+// WaitCaughtUp waits up to timeout until group's committed offsets reach
+// the end of every one of topic's partitions partitions, calling check
+// (which may fail the test, e.g. when a child exited) on every look.
+func WaitCaughtUp(t testing.TB, adm *kadm.Client, group, topic string, partitions int32, timeout time.Duration, check func()) {
+	t.Helper()
+	var lag string
+	Eventually(t, timeout, func() bool {
+		check()
+		committed, end, err := GroupOffsets(adm, group, topic)
+		if err != nil {
+			lag = err.Error()
+			return false
+		}
+		lag = fmt.Sprintf("committed %v, end %v", committed, end)
+		for p := range partitions {
+			if committed[p] != end[p] {
+				return false
+			}
+		}
+		return true
+	}, "group %s did not catch up with %s: %v", group, topic, Lazy(func() string { return lag }))
+}
+
 // CrashSeed starts a crash test: it skips where POSIX signals are missing
 // or under -short, and returns the run's random seed, taken from
 // GRETE_CRASH_SEED when set so that a failed run can be replayed, and
