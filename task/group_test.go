@@ -218,3 +218,61 @@ func TestStandbyTakesOverWithoutReplay(t *testing.T) {
 	require.Equal(t, want, merged(sinkC.atInit))
 	require.NoError(t, stopC())
 }
+
+// Stickiness with real members: a fourth member joining a balanced group
+// of three takes exactly one task from each; when it leaves, each task
+// goes back to the member that ran it before (it still has its state).
+func TestJoinMovesOnlyWhatBalanceNeedsAndLeaveGivesTasksBack(t *testing.T) {
+	b := setup(t, 12, 0)
+	cps := checkpoint.NewMemory()
+	mk := func(id string) *task.Job {
+		job := countingJob(b, t.TempDir(), newSink(), cps)
+		job.InstanceID = id
+		return job
+	}
+	tasksOf := func(job *task.Job) []int32 { m, _ := job.Member(); return m.Tasks }
+	var jobs []*task.Job
+	// Ids in the reverse order of joining: a task going back by id order
+	// instead of by warmth would go to the wrong member.
+	for _, id := range []string{"z", "y", "x"} {
+		job := mk(id)
+		jobs = append(jobs, job)
+		_, _ = start(t, job)
+		testkit.Eventually(t, time.Minute, func() bool {
+			n := 0
+			for _, j := range jobs {
+				n += len(tasksOf(j))
+			}
+			return n == 12
+		}, "the members did not take all tasks")
+	}
+	testkit.Eventually(t, time.Minute, func() bool {
+		return running(jobs[0], 4) && running(jobs[1], 4) && running(jobs[2], 4)
+	}, "three members did not balance")
+	before := map[string][]int32{}
+	revoked := map[string]uint64{}
+	for i, j := range jobs {
+		before[fmt.Sprint(i)] = tasksOf(j)
+		m, _ := j.Member()
+		revoked[fmt.Sprint(i)] = m.Revoked
+	}
+
+	d := mk("w")
+	stopD, _ := start(t, d)
+	testkit.Eventually(t, time.Minute, func() bool {
+		return running(d, 3) && running(jobs[0], 3) && running(jobs[1], 3) && running(jobs[2], 3)
+	}, "four members did not balance")
+	for i, j := range jobs {
+		m, _ := j.Member()
+		require.Equal(t, revoked[fmt.Sprint(i)]+1, m.Revoked, "member %d handed over exactly one task", i)
+		require.Subset(t, before[fmt.Sprint(i)], m.Tasks, "member %d kept the rest of its tasks", i)
+	}
+
+	require.NoError(t, stopD())
+	testkit.Eventually(t, time.Minute, func() bool {
+		return running(jobs[0], 4) && running(jobs[1], 4) && running(jobs[2], 4)
+	}, "three members did not balance again")
+	for i, j := range jobs {
+		require.Equal(t, before[fmt.Sprint(i)], tasksOf(j), "member %d got its own task back", i)
+	}
+}
