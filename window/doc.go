@@ -38,4 +38,15 @@
 // depends only on stream time, so results do not depend on how often Flush
 // runs, unless Options.IdleTimeout lets the wall clock close windows of an
 // idle partition.
+//
+// An Aggregator keeps an index of open windows and the stream time in
+// memory as well as in the store. When Process fails, Grete rolls the
+// task's stores back to before the message, but not the aggregator's
+// memory: under the Fail policy the job stops and the next start rebuilds
+// the aggregator from the store, but under Skip or DeadLetter the task
+// goes on with an aggregator ahead of its store. With those policies,
+// validate and decode before Add, and make Add the last call of Process
+// that can fail; a send that fails inside Add's emit or late callbacks is
+// such a failure too (examples/sessionize validates first, but its late
+// and emit sends can fail inside Add).
 package window
