@@ -78,9 +78,10 @@ type Local struct {
 	// undo records what each write since Savepoint replaced in the
 	// entries buffered before it (spLen of them), so that Rollback can
 	// take back the writes of a failed message.
-	undo   []undoEntry
-	undoOn bool
-	spLen  int
+	undo      []undoEntry
+	undoOn    bool
+	spLen     int
+	rollbacks uint64 // Rollbacks that took back writes
 	// restoring gathers replayed records (restoringBytes of them) until
 	// the engine takes them.
 	restoring      []write
@@ -254,6 +255,9 @@ func (l *Local) Savepoint() {
 // Rollback takes back every buffered write since the last Savepoint (or,
 // without one, since the last commit).
 func (l *Local) Rollback() {
+	if len(l.undo) > 0 || l.buf.len() > l.spLen {
+		l.rollbacks++
+	}
 	for i := len(l.undo) - 1; i >= 0; i-- {
 		l.buf.putBack(l.undo[i].i, l.undo[i].prev)
 	}
@@ -261,6 +265,11 @@ func (l *Local) Rollback() {
 	l.undo = l.undo[:0]
 	l.buf.truncate(l.spLen)
 }
+
+// Rollbacks counts the Rollbacks that took back writes. Whatever keeps a
+// copy of the store's content in memory (window.Aggregator) rebuilds it
+// when this changes: the writes it saw are gone.
+func (l *Local) Rollbacks() uint64 { return l.rollbacks }
 
 // dropExpiry buffers the deletion of the TTL index entry of key's current
 // value, if it has one.

@@ -922,6 +922,15 @@ func TestSavepointRollback(t *testing.T) {
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("flush after Rollback:\n%v\nwant\n%v", got, want)
 			}
+			// Rollbacks counts only the rollbacks that took writes back.
+			if n := s.Rollbacks(); n != 1 {
+				t.Errorf("Rollbacks = %d, want 1", n)
+			}
+			s.Savepoint()
+			s.Rollback()
+			if n := s.Rollbacks(); n != 1 {
+				t.Errorf("Rollbacks = %d after an empty Rollback, want 1", n)
+			}
 		})
 	}
 }

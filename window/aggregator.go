@@ -180,6 +180,12 @@ type Aggregator[K, V, A any] struct {
 
 	added, late, emitted, closed, merged atomic.Uint64
 	open                                 atomic.Int64
+
+	// rb tells when the store took back writes (a failed Process): the
+	// aggregator then rebuilds its memory from the store.
+	rb interface{ Rollbacks() uint64 }
+	// rbSeen is rb's count when the memory was last in step.
+	rbSeen uint64
 }
 
 // New returns an aggregator over s, which must be a store of this task
@@ -215,37 +221,64 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &Aggregator[K, V, A]{s: s, o: o, index: btree.NewG(32, lessWin), byKey: map[string]*win{}, st: noTime, lastEvent: o.Now()}
-	if b, ok, err := s.Get(streamTimeKey); err != nil {
+	a := &Aggregator[K, V, A]{s: s, o: o, lastEvent: o.Now()}
+	if rb, ok := s.(interface{ Rollbacks() uint64 }); ok {
+		a.rb, a.rbSeen = rb, rb.Rollbacks()
+	}
+	if err := a.load(); err != nil {
 		return nil, err
+	}
+	return a, nil
+}
+
+// load builds the aggregator's memory (index, stream time, changed
+// windows) from the store.
+func (a *Aggregator[K, V, A]) load() error {
+	a.index, a.byKey, a.changed, a.st, a.gen = btree.NewG(32, lessWin), map[string]*win{}, nil, noTime, 0
+	a.open.Store(0)
+	if b, ok, err := a.s.Get(streamTimeKey); err != nil {
+		return err
 	} else if ok && len(b) == 8 {
 		a.st = int64(binary.BigEndian.Uint64(b))
 	}
-	if b, ok, err := s.Get(updatesKey); err != nil {
-		return nil, err
+	if b, ok, err := a.s.Get(updatesKey); err != nil {
+		return err
 	} else if ok && len(b) == 8 {
 		a.gen = binary.BigEndian.Uint64(b)
 	}
-	it := s.Prefix([]byte{nsWindow})
+	it := a.s.Prefix([]byte{nsWindow})
 	for it.Next() {
 		kb, start, last, gen, _, err := decodeEntry(it.Key(), it.Value())
 		if err != nil {
 			it.Close()
-			return nil, err
+			return err
 		}
 		w := &win{key: a.keyString(kb), start: start, end: a.end(start, last)}
 		a.insert(w)
 		if a.st == noTime || last > a.st {
 			a.st = last
 		}
-		if o.EmitUpdates && gen == a.gen {
+		if a.o.EmitUpdates && gen == a.gen {
 			a.markChanged(w)
 		}
 	}
-	if err := errors.Join(it.Err(), it.Close()); err != nil {
-		return nil, err
+	return errors.Join(it.Err(), it.Close())
+}
+
+// sync rebuilds the aggregator's memory when the store took back writes
+// since it was last in step: a failed Process rolls back the task's stores
+// (not this memory), and the task may go on (Skip or DeadLetter).
+func (a *Aggregator[K, V, A]) sync() error {
+	if a.rb == nil {
+		return nil
 	}
-	return a, nil
+	if n := a.rb.Rollbacks(); n != a.rbSeen {
+		if err := a.load(); err != nil {
+			return err
+		}
+		a.rbSeen = n
+	}
+	return nil
 }
 
 // keyString returns kb as a string, shared with the key's other windows.
@@ -431,6 +464,9 @@ func (a *Aggregator[K, V, A]) del(w *win) error {
 // dropped; either way it is counted. Windows that close because the event
 // advanced stream time are emitted (Final) to emit and deleted.
 func (a *Aggregator[K, V, A]) Add(key K, value V, ts time.Time, emit EmitFunc[K, A], late LateFunc[K, V]) error {
+	if err := a.sync(); err != nil {
+		return err
+	}
 	kb, err := a.o.Keys.Encode(key)
 	if err != nil {
 		return fmt.Errorf("window: encode key: %w", err)
@@ -614,6 +650,9 @@ func (a *Aggregator[K, V, A]) emit(w *win, acc A, final bool, emit EmitFunc[K, A
 // with EmitUpdates, emits every open window changed since the last Flush,
 // in the order the store keeps them. Call it from the task's Window.
 func (a *Aggregator[K, V, A]) Flush(emit EmitFunc[K, A]) error {
+	if err := a.sync(); err != nil {
+		return err
+	}
 	st := a.st
 	if a.o.IdleTimeout > 0 && st != noTime {
 		now := a.o.Now()

@@ -287,3 +287,49 @@ func TestEarlierLayoutRefused(t *testing.T) {
 		t.Fatalf("New: %v, want an error about the layout", err)
 	}
 }
+
+// When a task's Process fails, Grete rolls its stores back to before the
+// message. The aggregator then rebuilds its memory from the store, so the
+// task can go on (Skip, DeadLetter) as if the message had never come: here
+// the failed event had moved stream time far ahead, which would have made
+// the next event late.
+func TestRollbackOfTheStoreRewindsTheAggregator(t *testing.T) {
+	for _, eng := range []store.Engine{store.Pebble, store.Memory} {
+		t.Run(eng.String(), func(t *testing.T) {
+			s := openTestStore(t, eng)
+			agg, err := New(s, stringOptions(Tumbling(10*time.Second)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got emits
+			if err := agg.Add("a", "x", at("1s"), got.fn(KindTumbling), nil); err != nil {
+				t.Fatal(err)
+			}
+			s.Savepoint()
+			if err := agg.Add("a", "far", at("1h"), got.fn(KindTumbling), nil); err != nil {
+				t.Fatal(err)
+			}
+			s.Rollback() // the message that carried "far" failed after all
+			if err := agg.Add("a", "y", at("5s"), got.fn(KindTumbling), nil); err != nil {
+				t.Fatal(err)
+			}
+			if st := agg.Stats(); st.Late != 0 || st.Open != 1 {
+				t.Fatalf("late %d, open %d; want 0 late and 1 open window", st.Late, st.Open)
+			}
+			if err := agg.Add("a", "z", at("20s"), got.fn(KindTumbling), nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := agg.Flush(got.fn(KindTumbling)); err != nil {
+				t.Fatal(err)
+			}
+			// The failed message's emit had gone out (outputs are at least
+			// once); the window it closed came back with the rollback, and
+			// its last emit is complete.
+			want := []string{"final a [0s,10s) x", "final a [0s,10s) x,y"}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("emitted %q, want %q", got, want)
+			}
+			checkInvariants(t, agg, "after Flush")
+		})
+	}
+}

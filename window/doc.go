@@ -41,12 +41,10 @@
 //
 // An Aggregator keeps an index of open windows and the stream time in
 // memory as well as in the store. When Process fails, Grete rolls the
-// task's stores back to before the message, but not the aggregator's
-// memory: under the Fail policy the job stops and the next start rebuilds
-// the aggregator from the store, but under Skip or DeadLetter the task
-// goes on with an aggregator ahead of its store. With those policies,
-// validate and decode before Add, and make Add the last call of Process
-// that can fail; a send that fails inside Add's emit or late callbacks is
-// such a failure too (examples/sessionize validates first, but its late
-// and emit sends can fail inside Add).
+// task's stores back to before the message; the aggregator notices (with
+// a store.Local) and rebuilds its memory from the store at its next Add or
+// Flush, so a task that goes on (Skip, DeadLetter) sees the state as if
+// the message had never come. The rebuild costs a scan of the open
+// windows, and only follows a failed message that had written to the
+// store.
 package window
