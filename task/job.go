@@ -348,9 +348,10 @@ func (j *Job) Member() (MemberStats, bool) {
 	return s, true
 }
 
-// Stats returns the counters of every task of the running job, ordered by
-// partition, or nil when the job is not running. It is safe to call from any
-// goroutine.
+// Stats returns the counters of the tasks this process runs now (started:
+// checkpoint loaded, stores restored, Init done), ordered by partition, or
+// nil when the job is not running. A task's counters start again when it
+// comes back to this process. It is safe to call from any goroutine.
 func (j *Job) Stats() []TaskStats {
 	c := j.running.Load()
 	if c == nil {
