@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/grete-go/grete/internal/embedded"
@@ -73,48 +77,156 @@ func measureHandover(ctx context.Context, c config, stdout, stderr io.Writer) er
 		return err
 	}
 	defer os.RemoveAll(dirs)
-	for _, standbys := range []int{0, 1} {
-		r, err := handover(ctx, c, brokers, dirs, standbys, stderr)
-		if err != nil {
-			return fmt.Errorf("handover with %d standbys: %w", standbys, err)
+	for _, kill := range []bool{false, true} {
+		for _, standbys := range []int{0, 1} {
+			r, err := handover(ctx, c, brokers, dirs, standbys, kill, stderr)
+			if err != nil {
+				return fmt.Errorf("handover with %d standbys (kill %v): %w", standbys, kill, err)
+			}
+			how := "stopped gracefully"
+			if kill {
+				how = "SIGKILLed (moved after the session timeout)"
+			}
+			fmt.Fprintf(stdout, "owner %s, standbys %d: task moved in %v (new owner: assigned to ready %v, restore %v, %d changelog records replayed)\n",
+				how, standbys, r.wall.Round(time.Millisecond), r.paused.Round(time.Millisecond), r.restore.Round(time.Millisecond), r.records)
 		}
-		fmt.Fprintf(stdout, "standbys %d: task moved in %v (new owner: assigned to ready %v, restore %v, %d changelog records replayed)\n",
-			standbys, r.wall.Round(time.Millisecond), r.paused.Round(time.Millisecond), r.restore.Round(time.Millisecond), r.records)
 	}
 	return nil
 }
 
-// handover runs the job (named after standbys, so each case has its own
+// kvJob is the job of the handover measurement: one task whose store
+// holds every key of the input.
+func kvJob(name string, brokers []string, dir, id string, standbys int, stderr io.Writer) *task.Job {
+	return &task.Job{
+		Name: name, Kafka: stream.KafkaConfig{Brokers: brokers}, Inputs: []string{"kv-in"},
+		Stores:   []store.Spec{{Name: "kv"}},
+		DataDir:  dir,
+		Standbys: standbys, InstanceID: id, CommitInterval: time.Second,
+		SessionTimeout: handoverSession,
+		NewTask:        func() task.StreamTask { return &kvTask{} },
+		Logger:         quietLogger(stderr),
+	}
+}
+
+// handoverSession is the group session timeout of the handover jobs: the
+// shortest the embedded broker accepts, since a killed owner's task moves
+// only once its session has timed out.
+const handoverSession = 6 * time.Second
+
+// loaded returns the id of job's last checkpoint once it covers n input
+// records.
+func loaded(job *task.Job, n int64) (uint64, bool) {
+	st := job.Stats()
+	if len(st) == 1 && st[0].LastCheckpoint.Inputs[stream.Partition{Topic: "kv-in"}] == n {
+		return st[0].LastCheckpoint.ID, true
+	}
+	return 0, false
+}
+
+// startOwnerChild runs the job's first owner in a child process (this
+// program with -handover-owner), so that it can be killed, and waits until
+// its store holds every key; it returns the id of that checkpoint.
+func startOwnerChild(ctx context.Context, c config, name string, brokers []string, dir string, standbys int, stderr io.Writer) (*child, uint64, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, 0, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "-handover-owner", name, "-brokers", strings.Join(brokers, ","),
+		"-handover", strconv.FormatInt(c.handover, 10), "-owner-dir", dir, "-owner-standbys", strconv.Itoa(standbys))
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, 0, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, 0, fmt.Errorf("start owner process: %w", err)
+	}
+	ch := &child{cmd: cmd, stdin: stdin}
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(stdout).ReadString('\n')
+		line <- s
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case s := <-line:
+		id, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "loaded "), 10, 64)
+		if err != nil {
+			ch.stop()
+			return nil, 0, fmt.Errorf("owner process: unexpected first line %q", s)
+		}
+		return ch, id, nil
+	case <-ctx.Done():
+		ch.stop()
+		return nil, 0, ctx.Err()
+	}
+}
+
+// runOwnerChild is the -handover-owner child: it runs the job as member
+// "a" until its store holds every key, prints "loaded <checkpoint id>",
+// and goes on until its standard input closes (or it is killed).
+func runOwnerChild(ctx context.Context, c config, stdin io.Reader, stdout, stderr io.Writer) error {
+	job := kvJob(c.handoverOwner, strings.Split(c.brokers, ","), c.ownerDir, "a", c.ownerStandbys, stderr)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- job.Run(ctx) }()
+	var id uint64
+	if err := poll(ctx, func() bool {
+		var ok bool
+		id, ok = loaded(job, c.handover)
+		return ok
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "loaded %d\n", id)
+	_, _ = io.Copy(io.Discard, stdin)
+	cancel()
+	return <-done
+}
+
+// handover runs the job (named after the case, so each has its own
 // changelog) in process a until its store holds every key, starts process
 // b, waits until b's standby (if any) has applied a's last checkpoint, then
-// stops a and times the task's move to b.
-func handover(ctx context.Context, c config, brokers []string, dirs string, standbys int, stderr io.Writer) (handoverResult, error) {
-	name := fmt.Sprintf("handover-%d", standbys)
-	mk := func(id string) *task.Job {
-		return &task.Job{
-			Name: name, Kafka: stream.KafkaConfig{Brokers: brokers}, Inputs: []string{"kv-in"},
-			Stores:   []store.Spec{{Name: "kv"}},
-			DataDir:  dirs + "/" + name + "-" + id,
-			Standbys: standbys, InstanceID: id, CommitInterval: time.Second,
-			NewTask: func() task.StreamTask { return &kvTask{} },
-			Logger:  quietLogger(stderr),
+// stops a (gracefully, or with SIGKILL: then a is a child process) and
+// times the task's move to b.
+func handover(ctx context.Context, c config, brokers []string, dirs string, standbys int, kill bool, stderr io.Writer) (handoverResult, error) {
+	name := fmt.Sprintf("handover-%d-%v", standbys, kill)
+	b := kvJob(name, brokers, dirs+"/"+name+"-b", "b", standbys, stderr)
+	var (
+		last  uint64
+		stopA func() error
+	)
+	if kill {
+		owner, id, err := startOwnerChild(ctx, c, name, brokers, dirs+"/"+name+"-a", standbys, stderr)
+		if err != nil {
+			return handoverResult{}, err
 		}
-	}
-	a, b := mk("a"), mk("b")
-	actx, stopA := context.WithCancel(ctx)
-	defer stopA()
-	aDone := make(chan error, 1)
-	go func() { aDone <- a.Run(actx) }()
-	var last uint64
-	if err := poll(ctx, func() bool {
-		st := a.Stats()
-		if len(st) == 1 && st[0].LastCheckpoint.Inputs[stream.Partition{Topic: "kv-in"}] == c.handover {
-			last = st[0].LastCheckpoint.ID
-			return true
+		last = id
+		stopA = func() error {
+			_ = owner.cmd.Process.Signal(syscall.SIGKILL)
+			_ = owner.cmd.Wait()
+			return nil
 		}
-		return false
-	}); err != nil {
-		return handoverResult{}, fmt.Errorf("process a did not load the store: %w", err)
+		defer owner.stop()
+	} else {
+		a := kvJob(name, brokers, dirs+"/"+name+"-a", "a", standbys, stderr)
+		actx, cancelA := context.WithCancel(ctx)
+		defer cancelA()
+		aDone := make(chan error, 1)
+		go func() { aDone <- a.Run(actx) }()
+		if err := poll(ctx, func() bool {
+			var ok bool
+			last, ok = loaded(a, c.handover)
+			return ok
+		}); err != nil {
+			return handoverResult{}, fmt.Errorf("process a did not load the store: %w", err)
+		}
+		stopA = func() error { cancelA(); return <-aDone }
 	}
 	bctx, stopB := context.WithCancel(ctx)
 	defer stopB()
@@ -127,8 +239,7 @@ func handover(ctx context.Context, c config, brokers []string, dirs string, stan
 		return handoverResult{}, fmt.Errorf("process b did not join (or its standby did not catch up): %w", err)
 	}
 	moved := time.Now()
-	stopA()
-	if err := <-aDone; err != nil {
+	if err := stopA(); err != nil {
 		return handoverResult{}, fmt.Errorf("process a: %w", err)
 	}
 	if err := poll(ctx, func() bool { return len(b.Stats()) == 1 }); err != nil {
