@@ -164,11 +164,16 @@ func (j *Job) instanceID() (string, error) {
 
 // consume takes part in the group until ctx ends.
 func (g *group) consume(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	const minBackoff = 100 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := g.cg.Consume(ctx, g.subscribe, g)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = minBackoff // a session that lasted is not a failure streak
 		}
 		if errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			return err
