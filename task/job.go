@@ -120,10 +120,11 @@ type Job struct {
 	Logger *slog.Logger
 
 	// InstanceID is this process's stable identity in the job's consumer
-	// group (Kafka static membership): a process restarted with the same
-	// InstanceID gets its tasks back at once, without waiting for the
-	// session timeout and without a rebalance of the other members. Two
-	// running processes must never share one. Default, for a job with
+	// group (Kafka static membership): a process that crashed and restarts
+	// with the same InstanceID gets its tasks back at once, without
+	// waiting for the session timeout and without a rebalance of the
+	// other members (a graceful stop leaves the group, handing its tasks
+	// over at once). Two running processes must never share one. Default, for a job with
 	// Stores: derived from the host name and the absolute path of
 	// <DataDir>/<Name>, which one process at a time holds (Run locks it),
 	// so a restart keeps its identity and finds its state. Default for a
