@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -127,43 +125,17 @@ func loaded(job *task.Job, n int64) (uint64, bool) {
 // program with -handover-owner), so that it can be killed, and waits until
 // its store holds every key; it returns the id of that checkpoint.
 func startOwnerChild(ctx context.Context, c config, name string, brokers []string, dir string, standbys int, stderr io.Writer) (*child, uint64, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, 0, err
-	}
-	cmd := exec.CommandContext(ctx, exe, "-handover-owner", name, "-brokers", strings.Join(brokers, ","),
+	ch, line, err := startSelf(ctx, stderr, c.timeout, "-handover-owner", name, "-brokers", strings.Join(brokers, ","),
 		"-handover", strconv.FormatInt(c.handover, 10), "-owner-dir", dir, "-owner-standbys", strconv.Itoa(standbys))
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("owner process: %w", err)
 	}
-	stdout, err := cmd.StdoutPipe()
+	id, err := strconv.ParseUint(strings.TrimPrefix(line, "loaded "), 10, 64)
 	if err != nil {
-		return nil, 0, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, 0, fmt.Errorf("start owner process: %w", err)
-	}
-	ch := &child{cmd: cmd, stdin: stdin}
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(stdout).ReadString('\n')
-		line <- s
-		_, _ = io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case s := <-line:
-		id, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(s), "loaded "), 10, 64)
-		if err != nil {
-			ch.stop()
-			return nil, 0, fmt.Errorf("owner process: unexpected first line %q", s)
-		}
-		return ch, id, nil
-	case <-ctx.Done():
 		ch.stop()
-		return nil, 0, ctx.Err()
+		return nil, 0, fmt.Errorf("owner process: unexpected first line %q", line)
 	}
+	return ch, id, nil
 }
 
 // runOwnerChild is the -handover-owner child: it runs the job as member

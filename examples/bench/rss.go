@@ -45,22 +45,38 @@ type child struct {
 // startBrokerChild re-executes this program with -serve-broker and waits,
 // bounded, for the broker's address.
 func startBrokerChild(ctx context.Context, partitions int, stderr io.Writer) (*child, error) {
+	c, line, err := startSelf(ctx, stderr, 30*time.Second, "-serve-broker", "-partitions", strconv.Itoa(partitions))
+	if err != nil {
+		return nil, fmt.Errorf("broker process: %w", err)
+	}
+	addrs, ok := strings.CutPrefix(line, "addr ")
+	if !ok {
+		c.stop()
+		return nil, fmt.Errorf("broker process: unexpected first line %q", line)
+	}
+	c.addrs = strings.Split(addrs, ",")
+	return c, nil
+}
+
+// startSelf re-executes this program with args and waits up to timeout for
+// the first line it prints, which it returns trimmed.
+func startSelf(ctx context.Context, stderr io.Writer, timeout time.Duration, args ...string) (*child, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	cmd := exec.CommandContext(ctx, exe, "-serve-broker", "-partitions", strconv.Itoa(partitions))
+	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start broker process: %w", err)
+		return nil, "", fmt.Errorf("start: %w", err)
 	}
 	c := &child{cmd: cmd, stdin: stdin}
 	line := make(chan string, 1)
@@ -71,16 +87,10 @@ func startBrokerChild(ctx context.Context, partitions int, stderr io.Writer) (*c
 	}()
 	select {
 	case s := <-line:
-		addrs, ok := strings.CutPrefix(strings.TrimSpace(s), "addr ")
-		if !ok {
-			c.stop()
-			return nil, fmt.Errorf("broker process: unexpected first line %q", s)
-		}
-		c.addrs = strings.Split(addrs, ",")
-		return c, nil
-	case <-time.After(30 * time.Second):
+		return c, strings.TrimSpace(s), nil
+	case <-time.After(timeout):
 		c.stop()
-		return nil, errors.New("broker process: no address after 30s")
+		return nil, "", fmt.Errorf("nothing printed after %v", timeout)
 	}
 }
 
