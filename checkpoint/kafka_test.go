@@ -376,31 +376,44 @@ func TestKafkaLoadsConcurrentlyWhileCheckpointsAreWritten(t *testing.T) {
 	writer := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{NoMirror: true})
 	reader := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{NoMirror: true})
 	const writes = 60
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Goroutines report with t.Errorf and stop: FailNow belongs to the
+	// test's own goroutine.
 	var written atomic.Uint64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for id := uint64(1); id <= writes; id++ {
-			write(t, writer, ckp("task-0", id, nil))
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for id := uint64(1); id <= writes && !failed.Load(); id++ {
+			if err := writer.Write(ctx, ckp("task-0", id, nil)); err != nil {
+				t.Errorf("write %d: %v", id, err)
+				failed.Store(true)
+				return
+			}
 			written.Store(id)
 		}
-	}()
-	var wg sync.WaitGroup
+	})
 	for range 4 {
 		wg.Go(func() {
-			for {
+			for !failed.Load() {
 				before := written.Load()
-				got, ok := load(t, reader, "task-0")
-				if before > 0 {
-					require.True(t, ok)
-					require.GreaterOrEqual(t, got.ID, before, "a Load sees what was written before it")
-				}
-				if before == writes {
+				got, ok, err := reader.Load(ctx, "task-0")
+				switch {
+				case err != nil:
+					t.Errorf("load: %v", err)
+				case before > 0 && !ok:
+					t.Errorf("no checkpoint after %d were written", before)
+				case ok && got.ID < before:
+					t.Errorf("loaded checkpoint %d after %d was written", got.ID, before)
+				case before == writes:
 					return
+				default:
+					continue
 				}
+				failed.Store(true)
+				return
 			}
 		})
 	}
 	wg.Wait()
-	<-done
 }

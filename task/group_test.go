@@ -27,10 +27,7 @@ func TestGroupOffsetsMirrorTheCheckpointAtStart(t *testing.T) {
 	cps := checkpoint.NewMemory()
 	ends := map[int32]int64{}
 	adm := kadm.NewClient(testkit.Client(t, b.Addrs()))
-	listed, err := adm.ListEndOffsets(context.Background(), "in")
-	require.NoError(t, err)
-	end := map[int32]int64{}
-	listed.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
+	end := testkit.EndOffsets(t, adm, "in")
 	for p := range int32(2) {
 		ends[p] = end[p]
 		require.NoError(t, cps.Write(context.Background(), checkpoint.Checkpoint{

@@ -147,7 +147,7 @@ func TestCrashRouterSIGKILL(t *testing.T) {
 
 	// The final checkpoints cover the whole input.
 	last := crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
-	ends := crashInputEnds(t, adm)
+	ends := testkit.EndOffsets(t, adm, crashInput)
 	for p := range int32(crashPartitions) {
 		name := "task-" + strconv.Itoa(int(p))
 		cp, ok := last[name]
@@ -237,7 +237,7 @@ type crashRestart struct {
 func crashPrepareRestart(t *testing.T, addrs []string, adm *kadm.Client) crashRestart {
 	t.Helper()
 	rs := crashRestart{checkpoints: map[string]checkpoint.Checkpoint{}, outputEnds: map[string]map[int32]int64{}}
-	rs.inputEnds = crashInputEnds(t, adm)
+	rs.inputEnds = testkit.EndOffsets(t, adm, crashInput)
 	rs.checkpoints = crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -255,22 +255,6 @@ func crashPrepareRestart(t *testing.T, addrs []string, adm *kadm.Client) crashRe
 		rs.outputEnds[o.Topic][o.Partition] = o.Offset
 	})
 	return rs
-}
-
-func crashInputEnds(t *testing.T, adm *kadm.Client) map[int32]int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, crashInput)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("end offsets of %s: %v", crashInput, err)
-	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
 }
 
 // crashVerify reads every topic the router wrote and checks it against the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -173,7 +172,7 @@ func verifyRun(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Recor
 	if err != nil {
 		t.Fatal(err)
 	}
-	ends := crashEnds(t, adm, crashInput)
+	ends := testkit.EndOffsets(t, adm, crashInput)
 	last := crashkit.Checkpoints(t, addrs, crashGroup, crashPartitions)
 	if len(last) != crashPartitions {
 		t.Fatalf("%d of %d tasks have a final checkpoint", len(last), crashPartitions)
@@ -193,19 +192,3 @@ func verifyRun(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Recor
 // crashIdleLine is the task's debug log of a Window that found no event
 // since the previous one: its snapshots cover everything processed.
 var crashIdleLine = regexp.MustCompile(`msg="idle window[^"]*" job=\S+ task=(task-\d+)`)
-
-func crashEnds(t *testing.T, adm *kadm.Client, topic string) map[int32]int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("end offsets of %s: %v", topic, err)
-	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
-}

@@ -263,21 +263,41 @@ func GroupOffsets(adm *kadm.Client, group, topic string) (committed, end map[int
 	if err != nil {
 		return nil, nil, fmt.Errorf("offsets of group %s: %w", group, err)
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
+	if end, err = endOffsets(ctx, adm, topic); err != nil {
+		return nil, nil, err
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("end offsets of %s: %w", topic, err)
-	}
-	committed, end = map[int32]int64{}, map[int32]int64{}
+	committed = map[int32]int64{}
 	offs.Each(func(o kadm.OffsetResponse) {
 		if o.Topic == topic {
 			committed[o.Partition] = o.At
 		}
 	})
-	ends.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
 	return committed, end, nil
+}
+
+// EndOffsets returns the high watermark of every partition of topic.
+func EndOffsets(t testing.TB, adm *kadm.Client, topic string) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	end, err := endOffsets(ctx, adm, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return end
+}
+
+func endOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	end := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
+	return end, nil
 }
 
 // CommittedSum is the sum of group's committed offsets of topic: how many of
