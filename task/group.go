@@ -15,8 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
+	grp "github.com/grete-go/grete/internal/group"
 	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -24,44 +25,44 @@ import (
 // tasks the group gave it.
 //
 // The group is Kafka's: processes with the same job name join the consumer
-// group named after the job, and Grete's assignor (assignTasks) hands out
-// whole tasks. A task is leased through the group's partition claims: task
-// i holds partition i of every partitioned input (a job with only
-// broadcast inputs leases its one task as partition 0 of its first
-// broadcast input). The claims carry no data: a task reads its inputs from
-// its checkpoint with its own consumers, as before, so the group's offsets
-// never decide where processing resumes. They mirror the checkpoints, for
-// lag tools.
+// group named after the job, and Grete's assignor (grp.AssignTasks) hands
+// out whole tasks. A member's assignment lists its tasks (and, for tools,
+// partition i of every input for task i) and its standbys. Tasks read their
+// inputs from their checkpoints with their own consumers: the group's
+// offsets never decide where processing resumes; they mirror the
+// checkpoints, for lag tools.
 //
 // Rebalancing is cooperative: tasks that stay where they are keep running
 // through a rebalance, and a task that moves is first handed over (its
-// owner finishes the current message, commits and closes it) and only then
-// started by its new owner (which restores its stores, from local state
-// when it is current, and resumes from the checkpoint).
+// owner finishes the current message, commits and closes it, reporting it
+// as releasing meanwhile, then asks for a rebalance) and only then started
+// by its new owner (which restores its stores, from local state when it is
+// current, and resumes from the checkpoint).
 type group struct {
-	c         *container
-	conn      *kafka.Conn
-	cg        sarama.ConsumerGroup
-	topics    []string // lease topics: task i is partition i of each
-	subscribe []string // topics the group subscribes to: leases and standbys
-	instance  string
-	// standbyTopic leases standbys (Job.Standbys): partition i of the
-	// first changelog is a standby of task i. Empty without standbys.
-	standbyTopic string
+	c        *container
+	member   *grp.Member
+	conn     *kafka.GroupConn
+	slot     *grp.Slot
+	instance string
+	topics   []string // lease topics: task i is partition i of each
+	standby  bool     // the job keeps standbys
 
 	mu       sync.Mutex
-	tasks    map[int32]*lease // tasks held: starting, running or handing over
+	tasks    map[int32]*lease // tasks held: starting or running
 	standbys map[int32]*lease // standby copies held
-	sess     sarama.ConsumerGroupSession
+	// releasing are leases given up that are still stopping, by task;
+	// their tasks are reported Releasing until they stop or are fenced.
+	releasing        map[int32]*lease
+	releasingStandby map[int32]*lease
+	stopping         bool // the process is stopping: start nothing more
 
-	rebalances, assigned, revoked, fenced atomic.Uint64
-	pausedNs                              atomic.Int64 // assignment to first message ready, summed
+	assigned, revoked, fenced atomic.Uint64
+	pausedNs                  atomic.Int64 // assignment to first message ready, summed
 }
 
-// lease is one task this process holds.
+// lease is one task (or standby) this process holds.
 type lease struct {
 	id     int32
-	claims int           // group claims held (one per lease topic)
 	r      *runner       // set once the runner exists
 	revoke chan struct{} // closed when the group takes the task away
 	// fence is when a handover must have committed by (Unix ns), set on
@@ -70,6 +71,7 @@ type lease struct {
 	fenceNow atomic.Bool   // the membership was lost: do not commit at all
 	done     chan struct{} // closed when the task has stopped
 	started  time.Time     // when the group gave the task to this process
+	prev     *lease        // an earlier lease of the same stores, still stopping
 	// standbyLag is, for a standby, how many changelog records it was
 	// behind the task's checkpoint when it last looked; standbyAt is the
 	// id of the checkpoint it has applied.
@@ -80,60 +82,61 @@ type lease struct {
 // errFenced ends a task whose handover came too late to commit safely.
 var errFenced = errors.New("task was fenced: its handover did not finish within half the rebalance timeout, or the process lost its group membership; it closes without committing and its new owner resumes from the last checkpoint")
 
+// joinTimeout is how long a rebalance waits for the members to join (the
+// rebalance timeout told to the broker). Members join as soon as their
+// next heartbeat tells them of a rebalance, whatever they are handing
+// over, so a few seconds is plenty; a longer one would only make a
+// rebalance wait longer for a member that died while it joined.
+func joinTimeout(session time.Duration) time.Duration {
+	return min(max(session/2, 3*time.Second), 10*time.Second)
+}
+
 func newGroup(c *container) (*group, error) {
 	j := c.job
-	g := &group{c: c, tasks: map[int32]*lease{}, standbys: map[int32]*lease{}}
+	g := &group{
+		c: c, tasks: map[int32]*lease{}, standbys: map[int32]*lease{},
+		releasing: map[int32]*lease{}, releasingStandby: map[int32]*lease{},
+	}
 	g.topics = j.Inputs
 	if len(g.topics) == 0 {
 		g.topics = j.Broadcast[:1]
 	}
 	if j.Standbys > 0 {
-		for _, sp := range j.Stores {
-			if t := j.changelogTopic(sp); t != "" {
-				g.standbyTopic = t
-				break
-			}
-		}
-	}
-	g.subscribe = g.topics
-	if g.standbyTopic != "" {
-		g.subscribe = append(slices.Clone(g.topics), g.standbyTopic)
+		g.standby = slices.ContainsFunc(j.Stores, func(s store.Spec) bool { return j.changelogTopic(s) != "" })
 	}
 	var err error
 	if g.instance, err = j.instanceID(); err != nil {
 		return nil, err
 	}
-	cfg, err := kafka.Config(j.Kafka)
-	if err != nil {
-		return nil, err
+	clientID := j.Kafka.ClientID
+	if clientID == "" {
+		clientID = "grete"
 	}
-	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{&taskAssignor{g: g}}
-	cfg.Consumer.Group.InstanceId = g.instance
-	cfg.Consumer.Group.Session.Timeout = j.sessionTimeout()
-	// Members learn of a rebalance from their next heartbeat: a short
-	// interval keeps the pause of a handover short.
-	cfg.Consumer.Group.Heartbeat.Interval = min(j.sessionTimeout()/3, 500*time.Millisecond)
-	cfg.Consumer.Group.Rebalance.Timeout = j.rebalanceTimeout()
-	cfg.Consumer.Offsets.Initial = sarama.OffsetNewest
-	cfg.Consumer.Offsets.AutoCommit.Enable = true
-	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second
-	cfg.Consumer.Return.Errors = true
-	// The claims' own consumers are paused at once: keep what they fetch
-	// before that small.
-	cfg.ChannelBufferSize = 1
-	cfg.Consumer.Fetch.Default = 1
-	if g.conn, err = kafka.Dial(cfg, j.Kafka.Brokers); err != nil {
-		return nil, err
-	}
-	if g.cg, err = sarama.NewConsumerGroupFromClient(j.Name, g.conn.Client); err != nil {
-		_ = g.conn.Close()
-		return nil, fmt.Errorf("join group %q: %w", j.Name, err)
-	}
-	go func() {
-		for err := range g.cg.Errors() {
-			c.log.Warn("consumer group", "err", err)
+	if g.instance == "" {
+		// A dynamic member: take a slot, so that a restart removes what
+		// a killed predecessor left in the group.
+		if g.slot, err = grp.AcquireSlot(filepath.Join(j.dataDir(), j.Name, "members")); err != nil {
+			c.log.Warn("no member slot; a restart after a crash waits for the session timeout", "err", err)
+		} else {
+			clientID = g.slot.ClientID(clientID)
 		}
-	}()
+	}
+	st := j.sessionTimeout()
+	jt := joinTimeout(st)
+	// A coordinator holds a join until the rebalance completes (up to the
+	// join timeout, restarted by every member that comes or goes) and a
+	// sync until the leader's assignment arrives: wait long enough never
+	// to abandon one.
+	g.conn = c.conn.NewGroupConn(j.Name, clientID, jt+st+5*time.Second)
+	g.member = grp.New(g.conn, grp.Config{
+		Group: j.Name, InstanceID: g.instance, Slot: g.slot,
+		Protocol: grp.AssignorName, Topics: g.topics,
+		SessionTimeout: st, RebalanceTimeout: jt,
+		// Members learn of a rebalance from their next heartbeat: a
+		// short interval keeps the pause of a handover short.
+		HeartbeatInterval: min(st/3, 500*time.Millisecond),
+		Logger:            c.log,
+	}, g)
 	return g, nil
 }
 
@@ -162,69 +165,36 @@ func (j *Job) instanceID() (string, error) {
 	return host + "-" + hex.EncodeToString(sum[:6]), nil
 }
 
-// consume takes part in the group until ctx ends.
-func (g *group) consume(ctx context.Context) error {
-	const minBackoff = 100 * time.Millisecond
-	backoff := minBackoff
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := g.cg.Consume(ctx, g.subscribe, g)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > time.Minute {
-			backoff = minBackoff // a session that lasted is not a failure streak
-		}
-		if errors.Is(err, sarama.ErrClosedConsumerGroup) {
-			return err
-		}
-		if errors.Is(err, sarama.ErrFencedInstancedId) {
-			return fmt.Errorf("task: another process joined job %q's group with this process's instance id %q: %w", g.c.job.Name, g.instance, err)
-		}
-		if err != nil {
-			g.c.log.Warn("group session ended; rejoining", "err", err, "backoff", backoff)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+// participate takes part in the group until ctx ends.
+func (g *group) participate(ctx context.Context) error {
+	err := g.member.Run(ctx)
+	if err != nil {
+		// The membership cannot go on (e.g. another process took this
+		// one's instance id): nothing may commit any more.
+		g.Lost(err)
 	}
-	return nil
+	return err
 }
 
-// leave hands every task over at once. A static member (one with an
-// instance id) does not leave the group when it closes, so that a restart
-// keeps its tasks; a graceful stop removes it explicitly.
+// leave hands every task over at once: the member leaves the group (a
+// static member too: a graceful stop should not wait for the session
+// timeout) and its connections close.
 func (g *group) leave() error {
-	err := g.cg.Close()
-	if g.instance == "" {
-		return errors.Join(err, g.conn.Close()) // Close left the group
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := g.member.Leave(ctx)
+	g.conn.Close()
+	if g.slot != nil {
+		err = errors.Join(err, g.slot.Release())
 	}
-	coord, cerr := g.conn.Client.Coordinator(g.c.job.Name)
-	if cerr != nil {
-		return errors.Join(err, fmt.Errorf("leave group: %w", cerr))
-	}
-	resp, lerr := coord.LeaveGroup(&sarama.LeaveGroupRequest{
-		Version: 3,
-		GroupId: g.c.job.Name,
-		Members: []sarama.MemberIdentity{{GroupInstanceId: &g.instance}},
-	})
-	if lerr == nil && resp.Err != sarama.ErrNoError {
-		lerr = resp.Err
-	}
-	if lerr == nil {
-		for _, m := range resp.Members {
-			if m.Err != sarama.ErrNoError && m.Err != sarama.ErrUnknownMemberId {
-				lerr = m.Err
-			}
-		}
-	}
-	if lerr != nil {
-		err = errors.Join(err, fmt.Errorf("leave group %q as %q: %w", g.c.job.Name, g.instance, lerr))
-	}
-	return errors.Join(err, g.conn.Close())
+	return err
+}
+
+// stopAcquiring makes the group start no more tasks: the process stops.
+func (g *group) stopAcquiring() {
+	g.mu.Lock()
+	g.stopping = true
+	g.mu.Unlock()
 }
 
 // leases returns the partitions that lease task t.
@@ -239,22 +209,27 @@ func (g *group) leases(t int32) []stream.Partition {
 	return ps
 }
 
-// info describes this process to the assignor.
-func (g *group) info() memberInfo {
+// UserData, Plan, Assigned and Lost make group the membership's handler.
+
+// UserData describes this process to the assignor: what it runs, hands
+// over and keeps standbys of, and what local state it has.
+func (g *group) UserData() ([]byte, error) {
 	g.mu.Lock()
-	mi := memberInfo{Version: 1, Instance: g.instance}
-	for t, l := range g.tasks {
-		if l.fence.Load() == 0 {
-			mi.Owned = append(mi.Owned, t)
+	mi := grp.MemberInfo{Instance: g.instance}
+	for t := range g.tasks {
+		mi.Owned = append(mi.Owned, t)
+	}
+	for t := range g.releasing {
+		if _, held := g.tasks[t]; !held {
+			mi.Releasing = append(mi.Releasing, t)
 		}
 	}
-	for t, l := range g.standbys {
-		if l.fence.Load() == 0 {
-			mi.Standby = append(mi.Standby, t)
-		}
+	for t := range g.standbys {
+		mi.Standby = append(mi.Standby, t)
 	}
 	g.mu.Unlock()
 	slices.Sort(mi.Owned)
+	slices.Sort(mi.Releasing)
 	slices.Sort(mi.Standby)
 	// Local state makes a task warm: it replays only the changelog tail.
 	if len(g.c.job.Stores) > 0 {
@@ -267,104 +242,147 @@ func (g *group) info() memberInfo {
 			}
 		}
 	}
-	return mi
+	return grp.EncodeInfo(mi)
 }
 
-// Setup, Cleanup and ConsumeClaim make group a sarama.ConsumerGroupHandler.
-
-func (g *group) Setup(s sarama.ConsumerGroupSession) error {
-	g.mu.Lock()
-	g.sess = s
-	g.mu.Unlock()
-	return nil
-}
-
-func (g *group) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-
-// ConsumeClaim holds the task a claim leases for as long as the group
-// lets this process keep the claim.
-func (g *group) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	g.cg.Pause(map[string][]int32{claim.Topic(): {claim.Partition()}})
-	t := claim.Partition()
-	if len(g.c.job.Inputs) == 0 {
-		t = 0
+// Plan runs on the group's leader: it assigns the job's tasks and standbys
+// to the members.
+func (g *group) Plan(_ int32, members []kafka.GroupMember) (map[string]kafka.GroupAssignment, error) {
+	infos := make([]grp.MemberInfo, len(members))
+	for i, m := range members {
+		infos[i] = grp.DecodeInfo(m.MemberID, m.UserData)
 	}
-	standby := claim.Topic() == g.standbyTopic
-	l := g.acquire(t, standby)
-	for range claim.Messages() {
-		// The claim only leases the task; its data is read from the
-		// checkpoint by the task's own consumers.
+	k := 0
+	if g.standby {
+		k = g.c.job.Standbys
 	}
-	// Closed: revoked, or the session ended. A session that ended for
-	// any reason but this process stopping means the membership may be
-	// lost already: another process may own the task now.
-	cause := context.Cause(s.Context())
-	lost := s.Context().Err() != nil && !errors.Is(cause, context.Canceled)
-	g.release(l, lost, standby)
-	return nil
-}
-
-// acquire records one more claim of task t (or of its standby), starting
-// it on its first claim. A task or standby of t still stopping from an
-// earlier lease is waited for first: they share the task's stores.
-func (g *group) acquire(t int32, standby bool) *lease {
-	for {
-		g.mu.Lock()
-		held, other := g.tasks, g.standbys
-		if standby {
-			held, other = other, held
+	out := make(map[string]kafka.GroupAssignment, len(members))
+	for id, a := range grp.Plan(g.c.tasks, k, infos) {
+		b, err := grp.EncodeAssignment(a)
+		if err != nil {
+			return nil, err
 		}
-		if o := other[t]; o != nil {
-			// The group revokes a claim before it gives the other.
-			g.mu.Unlock()
-			<-o.done
-			continue
-		}
-		l := held[t]
-		if l != nil && l.fence.Load() != 0 {
-			g.mu.Unlock()
-			<-l.done
-			continue
-		}
-		if l == nil {
-			l = &lease{id: t, revoke: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
-			held[t] = l
-			if standby {
-				go g.runStandby(l)
-			} else {
-				g.assigned.Add(1)
-				go g.run(l)
+		ga := kafka.GroupAssignment{Topics: map[string][]int32{}, UserData: b}
+		for _, t := range a.Tasks {
+			for _, p := range g.leases(t) {
+				ga.Topics[p.Topic] = append(ga.Topics[p.Topic], p.Partition)
 			}
 		}
-		l.claims++
-		g.mu.Unlock()
-		return l
+		out[id] = ga
+	}
+	return out, nil
+}
+
+// Assigned starts the tasks and standbys the group gave this process and
+// hands over the ones it took away.
+func (g *group) Assigned(gen grp.Generation, ga kafka.GroupAssignment) {
+	a, err := grp.DecodeAssignment(ga.UserData)
+	if err != nil {
+		g.c.log.Error("ignoring an assignment this process cannot read (is another version of Grete running in the job's group?)", "err", err)
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for t, l := range g.tasks {
+		if !slices.Contains(a.Tasks, t) {
+			g.revokeLocked(l, false, false)
+		}
+	}
+	for t, l := range g.standbys {
+		if !slices.Contains(a.Standbys, t) {
+			g.revokeLocked(l, false, true)
+		}
+	}
+	if g.stopping {
+		return
+	}
+	for _, t := range a.Tasks {
+		if _, held := g.tasks[t]; !held && t >= 0 && t < g.c.tasks {
+			g.acquireLocked(t, false)
+		}
+	}
+	for _, t := range a.Standbys {
+		if _, held := g.standbys[t]; !held && t >= 0 && t < g.c.tasks {
+			g.acquireLocked(t, true)
+		}
 	}
 }
 
-// release drops one claim of l; the last one hands the task over and
-// waits (up to the rebalance timeout) until it has stopped.
-func (g *group) release(l *lease, lost, standby bool) {
+// Lost fences every task at once: the group may have given them to other
+// processes already, so none may commit.
+func (g *group) Lost(error) {
 	g.mu.Lock()
-	l.claims--
-	last := l.claims == 0
-	if last {
-		l.fenceNow.Store(lost)
-		l.fence.Store(time.Now().Add(g.c.job.rebalanceTimeout() / 2).UnixNano())
-		if !standby {
-			g.revoked.Add(1)
-		}
-		close(l.revoke)
+	defer g.mu.Unlock()
+	for _, l := range g.tasks {
+		g.revokeLocked(l, true, false)
 	}
-	g.mu.Unlock()
-	if !last {
+	for _, l := range g.standbys {
+		g.revokeLocked(l, true, true)
+	}
+}
+
+// acquireLocked starts a lease of task t (or of its standby). A task or
+// standby of t still stopping from an earlier lease is waited for first, by
+// the new lease: they share the task's stores.
+func (g *group) acquireLocked(t int32, standby bool) {
+	l := &lease{id: t, revoke: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
+	// At most one earlier lease of t can still be stopping: the assignor
+	// gives out no task that is being released, and a standby is never
+	// given to the task's owner.
+	for _, m := range []map[int32]*lease{g.releasing, g.releasingStandby, g.tasks, g.standbys} {
+		if o := m[t]; o != nil {
+			l.prev = o
+		}
+	}
+	if standby {
+		g.standbys[t] = l
+		go g.runStandby(l)
 		return
 	}
-	select {
-	case <-l.done:
-	case <-time.After(g.c.job.rebalanceTimeout()):
-		g.c.log.Error("task did not stop within the rebalance timeout; it is fenced", "task", fmt.Sprintf("task-%d", l.id))
+	g.tasks[t] = l
+	g.assigned.Add(1)
+	go g.run(l)
+}
+
+// revokeLocked asks lease l to stop: a task finishes its current message
+// and commits (unless lost: then it commits nothing), then closes. Until it
+// has stopped, or its fence has passed, its task is reported as releasing;
+// then the group is asked to rebalance so the task can go to its new
+// owner.
+func (g *group) revokeLocked(l *lease, lost, standby bool) {
+	held, releasing := g.tasks, g.releasing
+	if standby {
+		held, releasing = g.standbys, g.releasingStandby
 	}
+	if held[l.id] != l {
+		return
+	}
+	delete(held, l.id)
+	releasing[l.id] = l
+	fence := time.Now().Add(g.c.job.rebalanceTimeout() / 2)
+	l.fenceNow.Store(lost)
+	l.fence.Store(fence.UnixNano())
+	if !standby {
+		g.revoked.Add(1)
+	}
+	close(l.revoke)
+	go func() {
+		t := time.NewTimer(time.Until(fence))
+		defer t.Stop()
+		select {
+		case <-l.done:
+		case <-t.C:
+			g.c.log.Error("task did not stop within half the rebalance timeout; it is fenced and handed over", "task", fmt.Sprintf("task-%d", l.id), "standby", standby)
+		}
+		g.mu.Lock()
+		if releasing[l.id] == l {
+			delete(releasing, l.id)
+		}
+		g.mu.Unlock()
+		if !standby {
+			g.member.Rejoin(fmt.Sprintf("task-%d handed over", l.id))
+		}
+	}()
 }
 
 // run runs a leased task until it is revoked or the job stops.
@@ -377,6 +395,9 @@ func (g *group) run(l *lease) {
 		g.mu.Unlock()
 		close(l.done)
 	}()
+	if l.prev != nil {
+		<-l.prev.done
+	}
 	err := g.c.runTask(l)
 	if errors.Is(err, errFenced) {
 		g.fenced.Add(1)
@@ -400,6 +421,9 @@ func (g *group) runStandby(l *lease) {
 		g.mu.Unlock()
 		close(l.done)
 	}()
+	if l.prev != nil {
+		<-l.prev.done
+	}
 	if err := g.c.runStandby(l); err != nil {
 		g.c.log.Error("standby failed; the task will restore from the changelog when it moves here", "task", fmt.Sprintf("task-%d", l.id), "err", err)
 	}
@@ -407,15 +431,34 @@ func (g *group) runStandby(l *lease) {
 
 // mark mirrors a task's checkpointed input offsets to the group.
 func (g *group) mark(offsets map[stream.Partition]int64) {
-	g.mu.Lock()
-	s := g.sess
-	g.mu.Unlock()
-	if s == nil {
-		return
-	}
+	m := make(map[stream.Partition]int64, len(offsets))
 	for p, off := range offsets {
 		if slices.Contains(g.c.job.Inputs, p.Topic) {
-			s.MarkOffset(p.Topic, p.Partition, off, "")
+			m[p] = off
+		}
+	}
+	g.member.Mark(m)
+}
+
+// waitValid waits until the membership is confirmed recently enough for
+// lease l to commit, and returns until when it may: a process cut off from
+// the group's coordinator for longer than the session timeout has lost its
+// tasks to other processes, so it must not write a checkpoint then. It
+// fails with errFenced once l is fenced, and with ctx's error.
+func (g *group) waitValid(ctx context.Context, l *lease) (time.Time, error) {
+	for {
+		if l.fenced() {
+			return time.Time{}, errFenced
+		}
+		if until := g.member.ValidUntil(); time.Until(until) > 0 {
+			return until, nil
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Time{}, fmt.Errorf("the group's coordinator has not confirmed this process's membership: %w", ctx.Err())
+		case <-t.C:
 		}
 	}
 }
@@ -455,4 +498,17 @@ func (g *group) runners() []*runner {
 	}
 	slices.SortFunc(rs, func(a, b *runner) int { return int(a.partition - b.partition) })
 	return rs
+}
+
+// all returns every lease held or still stopping.
+func (g *group) all() []*lease {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ls []*lease
+	for _, m := range []map[int32]*lease{g.tasks, g.standbys, g.releasing, g.releasingStandby} {
+		for _, l := range m {
+			ls = append(ls, l)
+		}
+	}
+	return ls
 }

@@ -336,7 +336,7 @@ func (j *Job) Member() (MemberStats, bool) {
 	g := c.grp
 	s := MemberStats{
 		Instance:   g.instance,
-		Rebalances: g.rebalances.Load(),
+		Rebalances: uint64(g.member.Rebalances()),
 		Assigned:   g.assigned.Load(),
 		Revoked:    g.revoked.Load(),
 		Fenced:     g.fenced.Load(),

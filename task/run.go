@@ -354,7 +354,7 @@ func (c *container) run(ctx context.Context) error {
 	gctx, gcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer gcancel()
 	grpErr := make(chan error, 1)
-	go func() { grpErr <- c.grp.consume(gctx) }()
+	go func() { grpErr <- c.grp.participate(gctx) }()
 	c.log.Info("job started", "instance", c.grp.instance, "tasks", c.tasks, "inputs", c.job.Inputs, "broadcast", c.job.Broadcast)
 
 	var gerr error
@@ -370,17 +370,19 @@ func (c *container) run(ctx context.Context) error {
 		grpDone = true
 		c.log.Error("stopping: group membership failed", "err", gerr)
 	}
+	// Every task finishes its current message, commits and closes while
+	// the process is still a member (so its commits are valid); then it
+	// leaves the group, and the tasks move at once.
+	c.grp.stopAcquiring()
 	c.stopAll()
 	// Bound the graceful stop: past the timeout, cancel in-flight work.
 	timer := time.AfterFunc(c.job.shutdownTimeout()+5*time.Second, c.hardCancel)
 	defer timer.Stop()
-	// Ending the group session revokes every claim; each task commits and
-	// closes before its claim is released.
+	c.waitTasks()
 	gcancel()
 	if !grpDone {
 		gerr = <-grpErr
 	}
-	c.waitTasks()
 	c.failMu.Lock()
 	all := append([]error{gerr}, c.failures...)
 	c.failMu.Unlock()
@@ -391,15 +393,9 @@ func (c *container) run(ctx context.Context) error {
 	return err
 }
 
-// waitTasks waits until every task has stopped.
+// waitTasks waits until every task and standby has stopped.
 func (c *container) waitTasks() {
-	c.grp.mu.Lock()
-	ls := make([]*lease, 0, len(c.grp.tasks))
-	for _, l := range c.grp.tasks {
-		ls = append(ls, l)
-	}
-	c.grp.mu.Unlock()
-	for _, l := range ls {
+	for _, l := range c.grp.all() {
 		<-l.done
 	}
 }

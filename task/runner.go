@@ -333,12 +333,12 @@ func (r *runner) commit(ctx context.Context) error {
 		s.offset = max(s.offset, r.tracker.ChangelogOffset(s.idx))
 		cp.Changelogs[s.spec.Name] = s.offset
 	}
-	if r.lease.fenced() {
-		// Changelog records written above lie past the last checkpoint:
-		// the next owner's restore trims them.
-		return errFenced
-	}
-	if err := r.c.cps.Write(ctx, cp); err != nil {
+	if err := r.writeCheckpoint(ctx, cp); err != nil {
+		if errors.Is(err, errFenced) {
+			// Changelog records written above lie past the last
+			// checkpoint: the next owner's restore trims them.
+			return err
+		}
 		return fmt.Errorf("task %s: commit: %w", r.name, err)
 	}
 	r.c.grp.mark(cp.Inputs)
@@ -356,6 +356,26 @@ func (r *runner) commit(ctx context.Context) error {
 	r.counters.commits.Add(1)
 	r.counters.commitNs.Add(int64(time.Since(start)))
 	return nil
+}
+
+// writeCheckpoint writes cp while the task's lease is valid: the process's
+// group membership confirmed recently enough that no other process can
+// have been given the task (see group.waitValid). A write that cannot
+// finish in that time is tried again once the membership is confirmed
+// again, or given up once the task is fenced.
+func (r *runner) writeCheckpoint(ctx context.Context, cp checkpoint.Checkpoint) error {
+	for {
+		until, err := r.c.grp.waitValid(ctx, r.lease)
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithDeadline(ctx, until)
+		err = r.c.cps.Write(wctx, cp)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+	}
 }
 
 // finish ends the task: a final commit of the progress made (also after a

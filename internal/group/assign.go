@@ -1,32 +1,39 @@
-package task
+package group
 
 import (
 	"cmp"
 	"fmt"
 	"slices"
 
-	"github.com/IBM/sarama"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// assignorName is the group protocol name of Grete's task assignor. Every
-// process of a job must run it: the group refuses members that share no
-// protocol.
-const assignorName = "grete-tasks-v1"
+// AssignorName is the group protocol name of Grete's task assignor. Every
+// process of a job must speak it: the group refuses members that share no
+// protocol. Version 1 was the protocol of Grete's sarama-based membership.
+const AssignorName = "grete-tasks-v2"
 
-// memberInfo is what a process tells the group's leader when it joins: the
-// tasks it runs now and the tasks it keeps local state for. The leader's
-// assignor (assignTasks) reads it from every member.
-type memberInfo struct {
+// InfoVersion is the version of MemberInfo and TaskAssignment.
+const InfoVersion = 2
+
+// MemberInfo is what a process tells the group's leader when it joins: the
+// tasks it runs now, the ones it is still handing over, and the tasks it
+// keeps local state for. The leader's assignor (AssignTasks) reads it from
+// every member.
+type MemberInfo struct {
 	Version  int     `msgpack:"v"`
 	Instance string  `msgpack:"instance"`
-	Owned    []int32 `msgpack:"owned"`
-	Standby  []int32 `msgpack:"standby"` // tasks it keeps a standby copy of
-	Warm     []int32 `msgpack:"warm"`
-	id       string  // group member id, filled in by the leader
+	Owned    []int32 `msgpack:"owned"` // tasks it runs or is starting
+	// Releasing are tasks it was asked to give up and is still stopping
+	// (finishing the current message, committing): no one may start them
+	// yet.
+	Releasing []int32 `msgpack:"releasing"`
+	Standby   []int32 `msgpack:"standby"` // tasks it keeps a standby copy of
+	Warm      []int32 `msgpack:"warm"`
+	ID        string  `msgpack:"-"` // group member id, filled in by the leader
 }
 
-// assignTasks decides which member runs each of tasks 0..n-1.
+// AssignTasks decides which member runs each of tasks 0..n-1.
 //
 //   - Balance: every member gets n/M or n/M+1 tasks (M members). The larger
 //     shares go to the members that run the most tasks now, so that as few
@@ -40,18 +47,19 @@ type memberInfo struct {
 //   - Handover (cooperative rebalancing): a task moving away from a member
 //     that runs it is assigned to nobody in this round. Its owner stops it
 //     (finishes the current message, commits, closes), then rejoins, and
-//     the next round gives it to its new owner. A task never runs in two
-//     places at once.
+//     the next round gives it to its new owner. A task a member reports
+//     Releasing is assigned to nobody until it is released. A task never
+//     runs in two places at once.
 //
 // The result maps member id to tasks, ascending; every member is present.
 // It depends only on its arguments (members are ordered by id).
-func assignTasks(n int32, members []memberInfo) map[string][]int32 {
+func AssignTasks(n int32, members []MemberInfo) map[string][]int32 {
 	out := make(map[string][]int32, len(members))
 	if len(members) == 0 {
 		return out
 	}
 	ms := slices.Clone(members)
-	slices.SortFunc(ms, func(a, b memberInfo) int { return cmp.Compare(a.id, b.id) })
+	slices.SortFunc(ms, func(a, b MemberInfo) int { return cmp.Compare(a.ID, b.ID) })
 
 	// Current owners; a task claimed twice (a process that was presumed
 	// dead came back) stays with the first claimant in id order.
@@ -70,6 +78,14 @@ func assignTasks(n int32, members []memberInfo) map[string][]int32 {
 		slices.Sort(held[i])
 	}
 	current := slices.Clone(owner)
+	releasing := make([]bool, n)
+	for _, m := range ms {
+		for _, t := range m.Releasing {
+			if t >= 0 && t < n {
+				releasing[t] = true
+			}
+		}
+	}
 
 	// Shares: the n mod M larger shares go to the members holding most.
 	order := make([]int, len(ms))
@@ -133,30 +149,33 @@ func assignTasks(n int32, members []memberInfo) map[string][]int32 {
 	}
 
 	for i := range ms {
-		out[ms[i].id] = []int32{}
+		out[ms[i].ID] = []int32{}
 	}
 	for t := range n {
 		if c := current[t]; c >= 0 && c != owner[t] {
 			continue // moving: its owner hands it over first
 		}
-		id := ms[owner[t]].id
+		if current[t] < 0 && releasing[t] {
+			continue // still stopping where it was
+		}
+		id := ms[owner[t]].ID
 		out[id] = append(out[id], t)
 	}
 	return out
 }
 
-// assignStandbys picks, for every task, up to k members to keep a standby
+// AssignStandbys picks, for every task, up to k members to keep a standby
 // copy of its stores: never a member that runs the task now or is given it
-// in this round (active, assignTasks' result). A member that already keeps
+// in this round (active, AssignTasks' result). A member that already keeps
 // a standby of the task is preferred (its copy is current), then one with
 // local state for it, then the member with the fewest standbys. The result
 // maps member id to tasks, ascending; every member is present.
-func assignStandbys(n int32, k int, members []memberInfo, active map[string][]int32) map[string][]int32 {
+func AssignStandbys(n int32, k int, members []MemberInfo, active map[string][]int32) map[string][]int32 {
 	out := make(map[string][]int32, len(members))
 	ms := slices.Clone(members)
-	slices.SortFunc(ms, func(a, b memberInfo) int { return cmp.Compare(a.id, b.id) })
+	slices.SortFunc(ms, func(a, b MemberInfo) int { return cmp.Compare(a.ID, b.ID) })
 	for _, m := range ms {
-		out[m.id] = []int32{}
+		out[m.ID] = []int32{}
 	}
 	if k <= 0 {
 		return out
@@ -165,7 +184,7 @@ func assignStandbys(n int32, k int, members []memberInfo, active map[string][]in
 	for t := range n {
 		cands := make([]int, 0, len(ms))
 		for i, m := range ms {
-			if !slices.Contains(m.Owned, t) && !slices.Contains(active[m.id], t) {
+			if !slices.Contains(m.Owned, t) && !slices.Contains(active[m.ID], t) {
 				cands = append(cands, i)
 			}
 		}
@@ -185,95 +204,69 @@ func assignStandbys(n int32, k int, members []memberInfo, active map[string][]in
 			return cmp.Compare(load[a], load[b])
 		})
 		for _, i := range cands[:min(k, len(cands))] {
-			out[ms[i].id] = append(out[ms[i].id], t)
+			out[ms[i].ID] = append(out[ms[i].ID], t)
 			load[i]++
 		}
 	}
 	return out
 }
 
-// taskAssignor is the sarama balance strategy that runs assignTasks on
-// whole tasks: task i is partition i of every lease topic.
-type taskAssignor struct {
-	g *group
+// TaskAssignment is what the leader assigns one member, in the user data of
+// its group assignment.
+type TaskAssignment struct {
+	Version  int     `msgpack:"v"`
+	Tasks    []int32 `msgpack:"tasks"`
+	Standbys []int32 `msgpack:"standbys"`
 }
 
-var (
-	_ sarama.BalanceStrategy                     = (*taskAssignor)(nil)
-	_ sarama.SubscriptionUserDataBalanceStrategy = (*taskAssignor)(nil)
-	_ sarama.RebalanceProtocolBalanceStrategy    = (*taskAssignor)(nil)
-)
-
-func (a *taskAssignor) Name() string { return assignorName }
-
-func (a *taskAssignor) SupportedProtocols() []sarama.RebalanceProtocol {
-	return []sarama.RebalanceProtocol{sarama.RebalanceProtocolCooperative}
+// Plan assigns tasks 0..n-1 and k standbys of each to members (AssignTasks
+// and AssignStandbys), and returns each member's assignment by member id.
+func Plan(n int32, k int, members []MemberInfo) map[string]TaskAssignment {
+	active := AssignTasks(n, members)
+	standbys := AssignStandbys(n, k, members, active)
+	out := make(map[string]TaskAssignment, len(members))
+	for _, m := range members {
+		out[m.ID] = TaskAssignment{Version: InfoVersion, Tasks: active[m.ID], Standbys: standbys[m.ID]}
+	}
+	return out
 }
 
-// SubscriptionUserData is called before every join: it describes what this
-// process runs and what local state it has, now.
-func (a *taskAssignor) SubscriptionUserData([]string) ([]byte, error) {
-	a.g.rebalances.Add(1)
-	return msgpack.Marshal(a.g.info())
+// EncodeInfo and DecodeInfo convert a member's description for the group.
+// A member of another version (or not a Grete member) decodes as one that
+// holds nothing: it still gets a share.
+func EncodeInfo(mi MemberInfo) ([]byte, error) {
+	mi.Version = InfoVersion
+	return msgpack.Marshal(mi)
 }
 
-func (a *taskAssignor) Plan(members map[string]sarama.ConsumerGroupMemberMetadata, topics map[string][]int32) (sarama.BalanceStrategyPlan, error) {
-	n, err := a.g.taskCount(topics)
-	if err != nil {
-		return nil, err
+// DecodeInfo: see EncodeInfo.
+func DecodeInfo(id string, b []byte) MemberInfo {
+	var mi MemberInfo
+	if err := msgpack.Unmarshal(b, &mi); err != nil || mi.Version != InfoVersion {
+		mi = MemberInfo{}
 	}
-	infos := make([]memberInfo, 0, len(members))
-	for id, meta := range members {
-		var mi memberInfo
-		if err := msgpack.Unmarshal(meta.UserData, &mi); err != nil || mi.Version != 1 {
-			// Not a Grete member of this version: it gets a share, but
-			// nothing is known of what it runs.
-			mi = memberInfo{}
-		}
-		mi.id = id
-		infos = append(infos, mi)
-	}
-	plan := make(sarama.BalanceStrategyPlan, len(members))
-	active := assignTasks(n, infos)
-	for id, tasks := range active {
-		plan[id] = map[string][]int32{}
-		for _, t := range tasks {
-			for _, lp := range a.g.leases(t) {
-				plan.Add(id, lp.Topic, lp.Partition)
-			}
-		}
-	}
-	if a.g.standbyTopic != "" {
-		// A standby of task i is leased as partition i of the first
-		// changelog.
-		for id, tasks := range assignStandbys(n, a.g.c.job.Standbys, infos, active) {
-			for _, t := range tasks {
-				plan.Add(id, a.g.standbyTopic, t)
-			}
-		}
-	}
-	return plan, nil
+	mi.ID = id
+	return mi
 }
 
-func (a *taskAssignor) AssignmentData(string, map[string][]int32, int32) ([]byte, error) {
-	return nil, nil
+// EncodeAssignment and DecodeAssignment convert a member's assignment.
+func EncodeAssignment(a TaskAssignment) ([]byte, error) {
+	a.Version = InfoVersion
+	return msgpack.Marshal(a)
 }
 
-// taskCount is the number of tasks the lease topics define.
-func (g *group) taskCount(topics map[string][]int32) (int32, error) {
-	if len(g.c.job.Inputs) == 0 {
-		return 1, nil
+// DecodeAssignment: see EncodeAssignment. An empty assignment (a member
+// the leader did not plan for) decodes as no tasks.
+func DecodeAssignment(b []byte) (TaskAssignment, error) {
+	var a TaskAssignment
+	if len(b) == 0 {
+		return a, nil
 	}
-	n := int32(-1)
-	for _, t := range g.c.job.Inputs {
-		ps, ok := topics[t]
-		if !ok {
-			return 0, fmt.Errorf("task: input %q is missing from the group's metadata", t)
-		}
-		if n >= 0 && int32(len(ps)) != n {
-			return 0, fmt.Errorf("task: inputs are not co-partitioned (%q has %d partitions)", t, len(ps))
-		}
-		n = int32(len(ps))
+	if err := msgpack.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("decode task assignment: %w", err)
 	}
-	return n, nil
+	if a.Version != InfoVersion {
+		return TaskAssignment{}, fmt.Errorf("task assignment of version %d, this process speaks %d", a.Version, InfoVersion)
+	}
+	return a, nil
 }

@@ -1,4 +1,4 @@
-package task
+package group
 
 import (
 	"fmt"
@@ -13,18 +13,18 @@ import (
 // rejoin with what they were given (a member that lost a task has stopped
 // it) until nothing is withheld. It returns the final assignment and the
 // number of tasks that changed owner.
-func settle(t *testing.T, n int32, members []memberInfo) (map[string][]int32, int) {
+func settle(t *testing.T, n int32, members []MemberInfo) (map[string][]int32, int) {
 	t.Helper()
 	before := map[int32]string{}
 	for _, m := range members {
 		for _, task := range m.Owned {
-			before[task] = m.id
+			before[task] = m.ID
 		}
 	}
 	ms := slices.Clone(members)
 	for round := 0; ; round++ {
 		require.Less(t, round, 3, "a handover takes at most two rounds")
-		out := assignTasks(n, ms)
+		out := AssignTasks(n, ms)
 		checkDisjoint(t, n, out)
 		total := 0
 		for _, ts := range out {
@@ -42,7 +42,7 @@ func settle(t *testing.T, n int32, members []memberInfo) (map[string][]int32, in
 			return out, moved
 		}
 		for i := range ms {
-			ms[i].Owned = out[ms[i].id]
+			ms[i].Owned = out[ms[i].ID]
 		}
 	}
 }
@@ -61,10 +61,10 @@ func checkDisjoint(t *testing.T, n int32, out map[string][]int32) {
 	}
 }
 
-func members(ids ...string) []memberInfo {
-	ms := make([]memberInfo, len(ids))
+func members(ids ...string) []MemberInfo {
+	ms := make([]MemberInfo, len(ids))
 	for i, id := range ids {
-		ms[i] = memberInfo{id: id}
+		ms[i] = MemberInfo{ID: id}
 	}
 	return ms
 }
@@ -87,46 +87,46 @@ func TestAssignMovesOnlyWhatBalanceNeedsAndPrefersWarmMembers(t *testing.T) {
 	start, moved := settle(t, 12, ms)
 	require.Zero(t, moved)
 	for i := range ms {
-		ms[i].Owned = start[ms[i].id]
+		ms[i].Owned = start[ms[i].ID]
 		require.Len(t, ms[i].Owned, 4)
 	}
 
-	joined := append(slices.Clone(ms), memberInfo{id: "d"})
+	joined := append(slices.Clone(ms), MemberInfo{ID: "d"})
 	out, moved := settle(t, 12, joined)
 	require.Equal(t, 3, moved, "12 tasks over 4 members: each of the 3 gives up one")
 	require.Len(t, out["d"], 3)
 	for _, m := range ms {
-		require.Len(t, out[m.id], 3)
-		require.Subset(t, m.Owned, out[m.id], "%s kept its own tasks", m.id)
+		require.Len(t, out[m.ID], 3)
+		require.Subset(t, m.Owned, out[m.ID], "%s kept its own tasks", m.ID)
 	}
 
 	// d leaves; a, b and c still have local state for what they gave up.
 	left := slices.Clone(ms)
 	for i := range left {
-		left[i].Owned = out[left[i].id]
-		left[i].Warm = slices.DeleteFunc(slices.Clone(ms[i].Owned), func(t int32) bool { return slices.Contains(out[ms[i].id], t) })
+		left[i].Owned = out[left[i].ID]
+		left[i].Warm = slices.DeleteFunc(slices.Clone(ms[i].Owned), func(t int32) bool { return slices.Contains(out[ms[i].ID], t) })
 	}
 	back, moved := settle(t, 12, left)
 	require.Zero(t, moved, "nothing a, b or c ran moved")
 	for _, m := range ms {
-		require.Equal(t, m.Owned, back[m.id], "%s got its own task back", m.id)
+		require.Equal(t, m.Owned, back[m.ID], "%s got its own task back", m.ID)
 	}
 }
 
 // A moving task is never given to its new owner while its old owner still
 // runs it.
 func TestAssignWithholdsAMovingTaskForOneRound(t *testing.T) {
-	ms := []memberInfo{{id: "a", Owned: []int32{0, 1, 2, 3}}, {id: "b"}}
-	out := assignTasks(4, ms)
+	ms := []MemberInfo{{ID: "a", Owned: []int32{0, 1, 2, 3}}, {ID: "b"}}
+	out := AssignTasks(4, ms)
 	require.Equal(t, []int32{0, 1}, out["a"], "a keeps its share")
 	require.Empty(t, out["b"], "b waits until a has handed over")
 	ms[0].Owned = out["a"]
-	out = assignTasks(4, ms)
+	out = AssignTasks(4, ms)
 	require.Equal(t, []int32{2, 3}, out["b"])
 }
 
 func TestAssignGivesATaskClaimedTwiceToOneMember(t *testing.T) {
-	out, _ := settle(t, 2, []memberInfo{{id: "a", Owned: []int32{0, 1}}, {id: "b", Owned: []int32{1}}})
+	out, _ := settle(t, 2, []MemberInfo{{ID: "a", Owned: []int32{0, 1}}, {ID: "b", Owned: []int32{1}}})
 	require.Equal(t, []int32{0}, out["a"])
 	require.Equal(t, []int32{1}, out["b"])
 }
@@ -137,9 +137,9 @@ func TestAssignRandomGroups(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	for range 300 {
 		n := int32(rng.IntN(40))
-		ms := make([]memberInfo, 1+rng.IntN(6))
+		ms := make([]MemberInfo, 1+rng.IntN(6))
 		for i := range ms {
-			ms[i].id = fmt.Sprintf("m%d", i)
+			ms[i].ID = fmt.Sprintf("m%d", i)
 		}
 		for task := range n {
 			if rng.IntN(3) > 0 {
@@ -154,19 +154,19 @@ func TestAssignRandomGroups(t *testing.T) {
 		out, _ := settle(t, n, ms)
 		lo, hi := int(n), 0
 		for _, m := range ms {
-			lo, hi = min(lo, len(out[m.id])), max(hi, len(out[m.id]))
+			lo, hi = min(lo, len(out[m.ID])), max(hi, len(out[m.ID]))
 		}
 		require.LessOrEqual(t, hi-lo, 1, "balanced")
 		shuffled := slices.Clone(ms)
 		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		require.Equal(t, assignTasks(n, ms), assignTasks(n, shuffled))
+		require.Equal(t, AssignTasks(n, ms), AssignTasks(n, shuffled))
 	}
 }
 
 func TestAssignStandbys(t *testing.T) {
-	ms := []memberInfo{{id: "a", Owned: []int32{0, 1}}, {id: "b", Owned: []int32{2, 3}}, {id: "c", Standby: []int32{0}, Warm: []int32{3}}}
-	active := assignTasks(4, ms)
-	sb := assignStandbys(4, 1, ms, active)
+	ms := []MemberInfo{{ID: "a", Owned: []int32{0, 1}}, {ID: "b", Owned: []int32{2, 3}}, {ID: "c", Standby: []int32{0}, Warm: []int32{3}}}
+	active := AssignTasks(4, ms)
+	sb := AssignStandbys(4, 1, ms, active)
 	checkDisjoint(t, 4, sb)
 	for id, ts := range sb {
 		for _, task := range ts {
@@ -178,7 +178,7 @@ func TestAssignStandbys(t *testing.T) {
 
 	// Two standbys per task over three members: every task has both
 	// other members, and none its owner.
-	sb = assignStandbys(4, 2, ms, active)
+	sb = AssignStandbys(4, 2, ms, active)
 	count := map[int32]int{}
 	for _, ts := range sb {
 		for _, task := range ts {
@@ -186,13 +186,58 @@ func TestAssignStandbys(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[int32]int{0: 2, 1: 2, 2: 2, 3: 2}, count)
-	require.Empty(t, assignStandbys(4, 0, ms, active)["c"])
+	require.Empty(t, AssignStandbys(4, 0, ms, active)["c"])
 }
 
 // A task moving off a member goes to the member with its standby.
 func TestAssignPrefersTheStandby(t *testing.T) {
-	ms := []memberInfo{{id: "a", Warm: []int32{0, 1}}, {id: "b", Standby: []int32{0, 1}}, {id: "c", Owned: []int32{2}}}
+	ms := []MemberInfo{{ID: "a", Warm: []int32{0, 1}}, {ID: "b", Standby: []int32{0, 1}}, {ID: "c", Owned: []int32{2}}}
 	out, _ := settle(t, 3, ms)
 	require.Equal(t, []int32{0}, out["b"], "b keeps a standby of 0 and 1; balance gives it one")
 	require.Equal(t, []int32{1}, out["a"])
+}
+
+// A task that a member is still handing over (Releasing: revoked, not yet
+// stopped) goes to nobody, even when its old owner is no longer asked to
+// run it and a member has room; once it is released it is assigned.
+func TestAssignWithholdsAReleasingTask(t *testing.T) {
+	ms := []MemberInfo{{ID: "a", Owned: []int32{0, 1}, Releasing: []int32{3}}, {ID: "b", Owned: []int32{2}}}
+	out := AssignTasks(4, ms)
+	checkDisjoint(t, 4, out)
+	require.Equal(t, []int32{0, 1}, out["a"])
+	require.Equal(t, []int32{2}, out["b"], "task 3 is still stopping at a")
+
+	ms[0].Releasing = nil
+	out = AssignTasks(4, ms)
+	require.Equal(t, []int32{0, 1}, out["a"])
+	require.Equal(t, []int32{2, 3}, out["b"])
+}
+
+// Plan, EncodeInfo and DecodeInfo: what a leader computes from what the
+// members sent survives the trip through the group.
+func TestPlanAndEncoding(t *testing.T) {
+	var ms []MemberInfo
+	for _, mi := range []MemberInfo{{Instance: "x", Owned: []int32{0}}, {Warm: []int32{1}}} {
+		b, err := EncodeInfo(mi)
+		require.NoError(t, err)
+		ms = append(ms, DecodeInfo(fmt.Sprint(len(ms)), b))
+	}
+	require.Equal(t, "x", ms[0].Instance)
+	require.Equal(t, []int32{0}, ms[0].Owned)
+	require.Equal(t, "1", ms[1].ID)
+	require.Equal(t, MemberInfo{ID: "z"}, DecodeInfo("z", []byte("not msgpack")))
+
+	plan := Plan(2, 1, ms)
+	require.Equal(t, []int32{0}, plan["0"].Tasks)
+	require.Equal(t, []int32{1}, plan["1"].Tasks, "the warm member gets task 1")
+	require.Equal(t, []int32{1}, plan["0"].Standbys)
+	require.Equal(t, []int32{0}, plan["1"].Standbys)
+	b, err := EncodeAssignment(plan["1"])
+	require.NoError(t, err)
+	a, err := DecodeAssignment(b)
+	require.NoError(t, err)
+	require.Equal(t, plan["1"], a)
+	a, err = DecodeAssignment(nil)
+	require.NoError(t, err)
+	require.Empty(t, a.Tasks)
 }
