@@ -135,6 +135,7 @@ func newGroup(c *container) (*group, error) {
 		// Members learn of a rebalance from their next heartbeat: a
 		// short interval keeps the pause of a handover short.
 		HeartbeatInterval: min(st/3, 500*time.Millisecond),
+		Patience:          j.commitTimeout(),
 		Logger:            c.log,
 	}, g)
 	return g, nil
@@ -399,6 +400,25 @@ func (g *group) run(l *lease) {
 		<-l.prev.done
 	}
 	err := g.c.runTask(l)
+	// A task whose outputs a broken connection lost starts again from its
+	// checkpoint, for as long as it keeps making progress: one that cannot
+	// commit for CommitTimeout fails the job.
+	var rw *rewindError
+	for since := time.Now(); errors.As(err, &rw) && time.Since(since) < g.c.job.commitTimeout(); {
+		select {
+		case <-l.revoke:
+			return
+		case <-g.c.stop:
+			return
+		default:
+		}
+		g.c.log.Warn("restarting task from its last checkpoint", "task", fmt.Sprintf("task-%d", l.id), "err", rw.err)
+		old := l.r
+		err = g.c.runTask(l)
+		if r := l.r; r != nil && r != old && r.counters.commits.Load() > 0 {
+			since = time.Now() // it made progress before it lost outputs again
+		}
+	}
 	if errors.Is(err, errFenced) {
 		g.fenced.Add(1)
 		g.c.log.Warn("task fenced", "task", fmt.Sprintf("task-%d", l.id))

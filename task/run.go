@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/grete-go/grete/checkpoint"
@@ -24,7 +26,11 @@ import (
 type container struct {
 	job  *Job
 	log  *slog.Logger
-	conn *kafka.Conn // admin, metadata and the producer
+	conn *kafka.Conn // admin, metadata and group coordinator look-ups
+	// out is the producer's connection: its metadata look-ups wait for a
+	// broker that restarts (see kafka.PatientProducer), which the others
+	// must not.
+	out *kafka.Conn
 	// input is a separate connection for consumers. Sarama sends one
 	// request at a time per broker connection, and a fetch waits up to
 	// Consumer.MaxWaitTime for data: sharing it would hold produce
@@ -117,31 +123,54 @@ func (c *container) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.conn, err = kafka.Dial(cfg, j.Kafka.Brokers); err != nil {
+	// Every step below waits for a cluster that cannot be reached (yet),
+	// for up to CommitTimeout: a job started with its cluster, or while a
+	// broker restarts, must not give up at once.
+	dial := func(cfg *sarama.Config) (conn *kafka.Conn, err error) {
+		err = c.retry(ctx, "connect", func() error {
+			conn, err = kafka.Dial(cfg, j.Kafka.Brokers)
+			if err != nil && j.Kafka.SASL != nil && errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNREFUSED) {
+				// Some brokers answer a failed SASL authentication by
+				// closing the connection: a restart looks the same, but
+				// a wrong password is far likelier at start.
+				return kafka.Permanent(fmt.Errorf("%w (the broker closed the connection while authenticating: check the SASL mechanism, user and password)", err))
+			}
+			return err
+		})
+		return conn, err
+	}
+	if c.conn, err = dial(cfg); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
-	if c.input, err = kafka.Dial(cfg, j.Kafka.Brokers); err != nil {
+	if c.input, err = dial(cfg); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	if len(j.Stores) > 0 {
 		rcfg := *cfg
 		rcfg.Consumer.MaxWaitTime = 10 * time.Millisecond
-		if c.restore, err = kafka.Dial(&rcfg, j.Kafka.Brokers); err != nil {
+		if c.restore, err = dial(&rcfg); err != nil {
 			return fmt.Errorf("task: job %q: %w", j.Name, err)
 		}
+		c.restore.Patience = j.commitTimeout()
 		c.restoreSem = make(chan struct{}, 4)
 	}
-	tasks, err := c.taskCount()
-	if err != nil {
+	var tasks int
+	if err := c.retry(ctx, "read input metadata", func() (err error) {
+		tasks, err = c.taskCount()
+		return err
+	}); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	c.tasks = int32(tasks)
+	ensure := func(s kafka.TopicSpec) error {
+		return c.retry(ctx, "create topic "+s.Name, func() error { return c.conn.EnsureTopic(s) })
+	}
 	if j.OnError == DeadLetter {
-		if err := c.conn.EnsureTopic(kafka.TopicSpec{Name: j.deadLetterTopic(), Partitions: int32(tasks)}); err != nil {
+		if err := ensure(kafka.TopicSpec{Name: j.deadLetterTopic(), Partitions: int32(tasks)}); err != nil {
 			return fmt.Errorf("task: job %q: dead-letter topic: %w", j.Name, err)
 		}
 	}
-	if err := c.ensureChangelogs(); err != nil {
+	if err := c.ensureChangelogs(ensure); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	for _, o := range j.Outputs {
@@ -149,20 +178,30 @@ func (c *container) start(ctx context.Context) error {
 		if spec.Partitions == 0 {
 			spec.Partitions = int32(tasks)
 		}
-		if err := c.conn.EnsureTopic(spec); err != nil {
+		if err := ensure(spec); err != nil {
 			return fmt.Errorf("task: job %q: output: %w", j.Name, err)
 		}
 	}
 	if c.cps = j.Checkpoints; c.cps == nil {
 		// The group's members mirror checkpoints to the group's offsets
 		// themselves: only a member may commit offsets of a live group.
-		c.cps, err = checkpoint.NewKafka(j.Kafka, j.Name, checkpoint.KafkaOptions{Logger: c.log, NoMirror: true})
+		err := c.retry(ctx, "open the checkpoint topic", func() (err error) {
+			c.cps, err = checkpoint.NewKafka(j.Kafka, j.Name, checkpoint.KafkaOptions{Logger: c.log, NoMirror: true})
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("task: job %q: %w", j.Name, err)
 		}
 		c.ownCPs = true
 	}
-	if c.producer, err = kafka.NewProducer(c.conn.Client); err != nil {
+	// The producer has a client of its own that waits for a broker that
+	// restarts: records sent meanwhile must not fail.
+	pcfg := *cfg
+	kafka.PatientProducer(&pcfg, j.commitTimeout())
+	if c.out, err = dial(&pcfg); err != nil {
+		return fmt.Errorf("task: job %q: %w", j.Name, err)
+	}
+	if c.producer, err = kafka.NewProducer(c.out.Client); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	if c.grp, err = newGroup(c); err != nil {
@@ -210,7 +249,11 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 		}
 	}
 	for _, t := range j.Broadcast {
-		n, err := c.conn.Partitions(t)
+		var n int32
+		err := c.retry(ctx, "read metadata of "+t, func() (err error) {
+			n, err = c.conn.Partitions(t)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("task: job %q: broadcast input %w", j.Name, err)
 		}
@@ -218,7 +261,12 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 			parts = append(parts, stream.Partition{Topic: t, Partition: p})
 		}
 	}
-	cp, ok, err := c.cps.Load(ctx, name)
+	var cp checkpoint.Checkpoint
+	var ok bool
+	err := c.retry(ctx, "load checkpoint", func() (err error) {
+		cp, ok, err = c.cps.Load(ctx, name)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("task: job %q: load checkpoint of %s: %w", j.Name, name, err)
 	}
@@ -245,12 +293,14 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 		}
 		// Pin a concrete offset so the first checkpoint records it: a
 		// restart must not move "newest" forward past unread messages.
-		var err error
-		if j.StartAt == StartNewest {
-			r.offs[i], err = c.conn.HighWatermark(p)
-		} else {
-			r.offs[i], err = c.conn.Client.GetOffset(p.Topic, p.Partition, kafka.Oldest)
-		}
+		err := c.retry(ctx, "find start of "+p.String(), func() (err error) {
+			if j.StartAt == StartNewest {
+				r.offs[i], err = c.conn.HighWatermark(p)
+			} else {
+				r.offs[i], err = c.conn.Client.GetOffset(p.Topic, p.Partition, kafka.Oldest)
+			}
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("task: job %q: find start of %s: %w", j.Name, p, err)
 		}
@@ -308,7 +358,11 @@ func (c *container) runTask(l *lease) error {
 	for i, p := range r.parts {
 		inputs = append(inputs, kafka.Input{Partition: p, Offset: r.offs[i]})
 	}
-	sub, err := c.input.Subscribe(inputs, r.queue, r.log)
+	var sub *kafka.Subscription
+	err = c.retry(ctx, "start reading inputs", func() (err error) {
+		sub, err = c.input.Subscribe(inputs, r.queue, r.log)
+		return err
+	})
 	if err != nil {
 		err = fmt.Errorf("task %s: %w", r.name, err)
 		if ct, ok := r.task.(ClosableTask); ok {
@@ -416,7 +470,10 @@ func (c *container) ensureOutput(topic string) error {
 	if _, ok := c.known.Load(topic); ok {
 		return nil
 	}
-	if err := c.conn.EnsureTopic(kafka.TopicSpec{Name: topic, Partitions: c.tasks}); err != nil {
+	err := c.retry(c.hardCtx, "create topic "+topic, func() error {
+		return c.conn.EnsureTopic(kafka.TopicSpec{Name: topic, Partitions: c.tasks})
+	})
+	if err != nil {
 		return err
 	}
 	c.known.Store(topic, true)
@@ -436,6 +493,9 @@ func (c *container) close() error {
 	if c.producer != nil {
 		errs = append(errs, c.producer.Close())
 	}
+	if c.out != nil {
+		errs = append(errs, c.out.Close())
+	}
 	if c.ownCPs && c.cps != nil {
 		errs = append(errs, c.cps.Close())
 	}
@@ -452,6 +512,26 @@ func (c *container) close() error {
 		errs = append(errs, c.lock.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// unreachable turns a commit that timed out while the group's coordinator
+// did not answer either into an *kafka.UnreachableError that says since
+// when the cluster is unreachable.
+func (c *container) unreachable(err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	since := c.grp.member.LastAck()
+	if since.IsZero() || time.Since(since) < c.job.sessionTimeout() {
+		return err
+	}
+	return &kafka.UnreachableError{What: "wait for acknowledgements", Since: since, Err: err}
+}
+
+// retry runs fn until it succeeds, fails for good, ctx ends, or the
+// cluster has been unreachable for CommitTimeout (see kafka.Retry).
+func (c *container) retry(ctx context.Context, what string, fn func() error) error {
+	return kafka.Retry(ctx, c.log, c.job.commitTimeout(), what, fn)
 }
 
 // safeCall runs f and turns a panic into a *PanicError.

@@ -184,7 +184,7 @@ func (r *runner) run() error {
 			nextWindow = now.Add(j.Window)
 		}
 		if r.commitRq || !now.Before(nextCommit) {
-			ctx, cancel := context.WithTimeout(r.c.hardCtx, j.commitTimeout())
+			ctx, cancel := r.commitContext(r.c.hardCtx, j.commitTimeout())
 			err := r.commit(ctx)
 			cancel()
 			if err != nil {
@@ -317,7 +317,12 @@ func (r *runner) commit(ctx context.Context) error {
 		return fmt.Errorf("task %s: commit: %w", r.name, err)
 	}
 	if err := r.tracker.Wait(ctx); err != nil {
-		return fmt.Errorf("task %s: commit: output not acknowledged: %w", r.name, err)
+		if kafka.Transient(err) {
+			// Lost to a broken connection or a broker that restarted: the
+			// task starts again from its checkpoint and sends it again.
+			return &rewindError{task: r.name, err: err}
+		}
+		return fmt.Errorf("task %s: commit: output not acknowledged: %w", r.name, r.c.unreachable(err))
 	}
 	cp := checkpoint.Checkpoint{
 		ID:         r.last.ID + 1,
@@ -358,6 +363,23 @@ func (r *runner) commit(ctx context.Context) error {
 	return nil
 }
 
+// commitContext bounds a commit by timeout, and ends it at once when the
+// process loses its membership: the task may be someone else's then, and
+// waiting for acknowledgements would only delay its stop.
+func (r *runner) commitContext(parent context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	go func() {
+		select {
+		case <-r.lease.revoke:
+			if r.lease.fenceNow.Load() {
+				cancel()
+			}
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // writeCheckpoint writes cp while the task's lease is valid: the process's
 // group membership confirmed recently enough that no other process can
 // have been given the task (see group.waitValid). A write that cannot
@@ -381,7 +403,7 @@ func (r *runner) writeCheckpoint(ctx context.Context, cp checkpoint.Checkpoint) 
 // finish ends the task: a final commit of the progress made (also after a
 // failure, so that a restart resumes at the failed message), then Close.
 func (r *runner) finish(cause error) error {
-	ctx, cancel := context.WithTimeout(r.c.hardCtx, r.c.job.shutdownTimeout())
+	ctx, cancel := r.commitContext(r.c.hardCtx, r.c.job.shutdownTimeout())
 	defer cancel()
 	if f := r.lease.fence.Load(); f != 0 {
 		// Handing over: the commit must be done before the fence.
@@ -401,7 +423,11 @@ func (r *runner) finish(cause error) error {
 			errs = append(errs, err)
 		}
 	} else if cause == nil {
-		errs = append(errs, fmt.Errorf("task %s: final commit: output not acknowledged: %w", r.name, r.tracker.Err()))
+		if err := r.tracker.Err(); kafka.Transient(err) {
+			errs = append(errs, &rewindError{task: r.name, err: err})
+		} else {
+			errs = append(errs, fmt.Errorf("task %s: final commit: output not acknowledged: %w", r.name, err))
+		}
 	}
 	if ct, ok := r.task.(ClosableTask); ok {
 		if err := safeCall(func() error { return ct.Close(ctx) }); err != nil {
@@ -413,6 +439,22 @@ func (r *runner) finish(cause error) error {
 	}
 	return errors.Join(errs...)
 }
+
+// rewindError ends a task whose outputs (or changelog records) were lost
+// for a reason that may pass: a connection broke and the producer gave
+// them up. Nothing past the last checkpoint may be checkpointed now, but
+// nothing is lost either: the task starts again from its checkpoint, as
+// after a crash, and sends them again.
+type rewindError struct {
+	task string
+	err  error
+}
+
+func (e *rewindError) Error() string {
+	return fmt.Sprintf("task %s: output not acknowledged (%v); restarting the task from its last checkpoint", e.task, e.err)
+}
+
+func (e *rewindError) Unwrap() error { return e.err }
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {

@@ -42,14 +42,14 @@ func (j *Job) changelogTopic(s store.Spec) string {
 
 // ensureChangelogs creates missing changelog topics and refuses existing
 // ones that would corrupt state: not compacted, or too few partitions.
-func (c *container) ensureChangelogs() error {
+func (c *container) ensureChangelogs(ensure func(kafka.TopicSpec) error) error {
 	for _, s := range c.job.Stores {
 		t := c.job.changelogTopic(s)
 		if t == "" {
 			continue
 		}
 		spec := kafka.TopicSpec{Name: t, Partitions: c.tasks, MinPartitions: c.tasks, Compact: true}
-		if err := c.conn.EnsureTopic(spec); err != nil {
+		if err := ensure(spec); err != nil {
 			return fmt.Errorf("store %q changelog: %w", s.Name, err)
 		}
 	}
@@ -115,7 +115,11 @@ func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
 		return nil
 	}
 	p := stream.Partition{Topic: s.topic, Partition: r.partition}
-	hwm, err := r.c.conn.HighWatermark(p)
+	var hwm int64
+	err := r.c.retry(ctx, "read end of "+p.String(), func() (err error) {
+		hwm, err = r.c.conn.HighWatermark(p)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -171,9 +175,11 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 	start := time.Now()
 	first := from
 	if first < 0 {
-		if first, _ = r.c.conn.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest); first < 0 {
-			first = 0
-		}
+		_ = r.c.retry(ctx, "read start of "+p.String(), func() (err error) {
+			first, err = r.c.conn.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest)
+			return err
+		})
+		first = max(first, 0) // for the progress log only
 	}
 	r.log.Info("restoring store from changelog", "store", s.spec.Name, "changelog", p.String(), "from", first, "to", to)
 	var recs, bytes uint64

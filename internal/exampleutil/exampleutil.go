@@ -148,12 +148,21 @@ func (c *Cluster) StateDir(dataDir, name string) (dir string, cleanup func(), er
 // per event due and hands its records (usually one) to emit; now is the
 // time the event is made. Records are partitioned by the key next emits,
 // with murmur2 like Kafka's Java client (and Grete's producer).
+//
+// Like a job, the generator rides through a broker restart: its producer
+// waits for the broker, and events it could not deliver are counted and
+// reported on stderr (at most every ten seconds), not fatal.
 func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, next func(now time.Time, emit func(key, value []byte) error) error) error {
 	cfg, err := kafka.Config(kc)
 	if err != nil {
 		return err
 	}
-	p, err := sarama.NewAsyncProducer(kc.Brokers, cfg)
+	kafka.PatientProducer(cfg, time.Minute)
+	var p sarama.AsyncProducer
+	err = kafka.Retry(ctx, nil, time.Minute, "connect the generator", func() (err error) {
+		p, err = sarama.NewAsyncProducer(kc.Brokers, cfg)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -167,10 +176,22 @@ func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int
 	}()
 	go func() {
 		defer drained.Done()
+		var lost int
+		var last error
+		var reported time.Time
 		for e := range p.Errors() {
-			select {
-			case errs <- e.Err:
-			default:
+			if !kafka.Transient(e.Err) {
+				select {
+				case errs <- e.Err:
+				default:
+				}
+				continue
+			}
+			lost++
+			last = e.Err
+			if time.Since(reported) > 10*time.Second {
+				fmt.Fprintf(os.Stderr, "generator: %d events not delivered so far (last error: %v); generating on\n", lost, last)
+				reported = time.Now()
 			}
 		}
 	}()

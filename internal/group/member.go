@@ -71,7 +71,11 @@ type Config struct {
 	// the members to join. HeartbeatInterval: how often a member
 	// heartbeats (and so how soon it learns of a rebalance).
 	SessionTimeout, RebalanceTimeout, HeartbeatInterval time.Duration
-	Logger                                              *slog.Logger
+	// Patience is how long joining may keep failing for reasons that may
+	// pass (the coordinator cannot be reached) before Run gives up with a
+	// *kafka.UnreachableError; zero means for ever.
+	Patience time.Duration
+	Logger   *slog.Logger
 }
 
 // Generation is a completed rebalance as one member sees it.
@@ -205,6 +209,7 @@ func (m *Member) Rejoin(reason string) {
 // complete, and hands its assignment to the handler.
 func (m *Member) joinSync(ctx context.Context, reason string) error {
 	bo := backoff{min: 50 * time.Millisecond, max: 5 * time.Second}
+	var failing time.Time // since when joins fail for a reason that may pass
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -255,12 +260,22 @@ func (m *Member) joinSync(ctx context.Context, reason string) error {
 				}
 				return fmt.Errorf("group %q: %w", m.cfg.Group, err)
 			}
+			if failing.IsZero() {
+				failing = time.Now()
+				if acked := m.LastAck(); !acked.IsZero() && acked.Before(failing) {
+					failing = acked
+				}
+			}
+			if m.cfg.Patience > 0 && time.Since(failing) > m.cfg.Patience && kafka.Transient(err) {
+				return &kafka.UnreachableError{What: fmt.Sprintf("join group %q", m.cfg.Group), Since: failing, Err: err}
+			}
 			if ctx.Err() == nil {
 				m.log.Warn("joining the group failed; retrying", "group", m.cfg.Group, "err", err, "backoff", bo.next())
 			}
 			bo.wait(ctx)
 			continue
 		}
+		failing = time.Time{}
 		m.mu.Lock()
 		m.memberID, m.gen, m.first, m.acked = resp.MemberID, resp.Generation, false, sent
 		m.rebalances++
@@ -453,6 +468,14 @@ func (m *Member) ValidUntil() time.Time {
 		return time.Time{}
 	}
 	return m.acked.Add(m.cfg.SessionTimeout * 2 / 3)
+}
+
+// LastAck is when the coordinator last answered for this member (when
+// the answered request was sent); the zero time before the first answer.
+func (m *Member) LastAck() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.acked
 }
 
 // Rebalances is the number of rebalances the member completed a join of.

@@ -28,6 +28,9 @@ type Conn struct {
 	Client   sarama.Client
 	Admin    sarama.ClusterAdmin
 	Consumer sarama.Consumer
+	// Patience is how long reads retry fetches that fail for a reason
+	// that may pass; zero means DefaultPatience.
+	Patience time.Duration
 
 	mu      sync.Mutex
 	reading map[stream.Partition]bool // partitions Consumer reads

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/stream"
@@ -91,6 +92,8 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 	defer s.wg.Done()
 	msgs, errs := pc.Messages(), pc.Errors()
 	var lastErr error
+	var logged time.Time // when an error was last logged
+	failures := 0        // errors since
 	stopped := func() {
 		if ctx.Err() != nil {
 			return // closed by Close
@@ -134,9 +137,14 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 				continue
 			}
 			// Sarama retries fetches itself; these are reports, not failures
-			// (unless the consumer then stops: see stopped).
+			// (unless the consumer then stops: see stopped). While a broker
+			// is away they come every retry: log the first, then a count
+			// every few seconds.
 			lastErr = err.Err
-			log.Warn("consumer error", "partition", p.String(), "err", err.Err)
+			if failures++; time.Since(logged) >= consumerErrorEvery {
+				log.Warn("consumer error; retrying", "partition", p.String(), "err", err.Err, "errors", failures)
+				logged, failures = time.Now(), 0
+			}
 		case m, ok := <-msgs:
 			if !ok {
 				stopped()
@@ -151,6 +159,9 @@ func (s *Subscription) forward(ctx context.Context, pc sarama.PartitionConsumer,
 		}
 	}
 }
+
+// consumerErrorEvery is how often a partition's consumer errors are logged.
+const consumerErrorEvery = 10 * time.Second
 
 func toMessage(m *sarama.ConsumerMessage) stream.Message {
 	sm := stream.Message{

@@ -66,9 +66,10 @@ type fetchResult struct {
 	err  error
 }
 
-// fetchTries bounds the attempts of a fetch that fails for a reason that
-// may pass (a leader moving, a connection breaking).
-const fetchTries = 10
+// DefaultPatience is how long a read keeps retrying a fetch that fails for
+// a reason that may pass (a leader moving, a broker restarting) unless the
+// connection says otherwise (Conn.Patience).
+const DefaultPatience = 2 * time.Minute
 
 // fetchRange fetches the records of p in [from, to] and sends them to out,
 // then an error if it fails, and closes out.
@@ -84,14 +85,23 @@ func (c *Conn) fetchRange(ctx context.Context, p stream.Partition, from, to int6
 				return err
 			}
 		}
-		for tries := 0; offset <= to; {
+		patience := c.Patience
+		if patience <= 0 {
+			patience = DefaultPatience
+		}
+		var failing time.Time // since when fetches fail
+		for offset <= to {
 			block, err := f.fetch(offset)
 			switch {
 			case errors.Is(err, sarama.ErrOffsetOutOfRange) && offset < block.LogStartOffset:
 				offset = block.LogStartOffset // what was before is gone
 				continue
-			case err != nil && retriable(err) && tries < fetchTries:
-				tries++
+			case err != nil && retriable(err):
+				if failing.IsZero() {
+					failing = time.Now()
+				} else if time.Since(failing) > patience {
+					return &UnreachableError{What: "read " + p.String(), Since: failing, Err: err}
+				}
 				f.disconnect()
 				_ = c.Client.RefreshMetadata(p.Topic)
 				select {
@@ -103,7 +113,7 @@ func (c *Conn) fetchRange(ctx context.Context, p stream.Partition, from, to int6
 			case err != nil:
 				return err
 			}
-			tries = 0
+			failing = time.Time{}
 			recs, next, err := records(block, offset, to, f.cfg.Consumer.IsolationLevel == sarama.ReadCommitted)
 			if err != nil {
 				return err
@@ -192,7 +202,7 @@ func (f *fetcher) disconnect() {
 func retriable(err error) bool {
 	var kerr sarama.KError
 	if !errors.As(err, &kerr) {
-		return true // the connection failed
+		return Transient(err) // the connection failed, or the leader is unknown
 	}
 	switch kerr {
 	case sarama.ErrNotLeaderForPartition, sarama.ErrLeaderNotAvailable, sarama.ErrReplicaNotAvailable,
