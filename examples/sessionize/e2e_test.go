@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,15 +40,63 @@ func e2eTraffic(seed uint64, n int) []Event {
 }
 
 // records turns events into input records keyed by visitor_id.
+//
+// Revenue is written in every spelling a JSON producer may use: 12.5 also
+// as 12.50, 1.25e1 and 125E-1, and a missing revenue as 0 or 0.0
+// sometimes. The job must sum them all exactly.
 func records(t testing.TB, evs []Event) []*kgo.Record {
 	t.Helper()
 	recs := make([]*kgo.Record, len(evs))
 	for i := range evs {
 		v, err := json.Marshal(&evs[i])
 		require.NoError(t, err)
-		recs[i] = &kgo.Record{Key: []byte(evs[i].VisitorID), Value: v}
+		recs[i] = &kgo.Record{Key: []byte(evs[i].VisitorID), Value: respellRevenue(v, i)}
 	}
 	return recs
+}
+
+// respellRevenue rewrites the revenue of an encoded event in the k-th
+// (mod 6) of its spellings.
+func respellRevenue(v []byte, k int) []byte {
+	s := string(v)
+	i := strings.Index(s, `"revenue":`)
+	if i < 0 {
+		switch k % 6 {
+		case 1:
+			return []byte(strings.TrimSuffix(s, "}") + `,"revenue":0}`)
+		case 2:
+			return []byte(strings.TrimSuffix(s, "}") + `,"revenue":0.0}`)
+		}
+		return v
+	}
+	i += len(`"revenue":`)
+	j := i + strings.IndexAny(s[i:], ",}")
+	return []byte(s[:i] + spellNumber(s[i:j], k) + s[j:])
+}
+
+// spellNumber writes the decimal x (as Amount writes it) another way.
+func spellNumber(x string, k int) string {
+	whole, frac, _ := strings.Cut(x, ".")
+	switch k % 6 {
+	case 1: // trailing zeros
+		if frac == "" {
+			return x + ".0"
+		}
+		return x + "00"
+	case 2: // all digits, negative exponent: 1299e-2
+		d := strings.TrimLeft(whole+frac, "0")
+		if d == "" {
+			d = "0"
+		}
+		return fmt.Sprintf("%se-%d", d, len(frac))
+	case 3: // one digit before the point: 1.299e1
+		d := whole + frac
+		if strings.Trim(d, "0") == "" || strings.HasPrefix(whole, "0") || strings.HasPrefix(x, "-") {
+			return x
+		}
+		return fmt.Sprintf("%s.%s0E+%d", d[:1], d[1:], len(whole)-1)
+	}
+	return x
 }
 
 // refInputs are the produced records as the reference reads them: kgo

@@ -185,7 +185,7 @@ func (g *simulator) Next(now int64, out []Event) []Event {
 		e.Type = "add_to_cart"
 	default:
 		e.Type = "purchase"
-		e.Revenue = 100 + g.rng.Int64N(20000)
+		e.Revenue = Amount(100+g.rng.Int64N(20000)) * (amountScale / 100) // 1.00 to 200.99
 		e.Experiment = s.visitor.experiment
 	}
 	grace, gap := g.cfg.Grace.Milliseconds(), g.cfg.Gap.Milliseconds()

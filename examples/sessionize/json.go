@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
 	"unicode/utf8"
 
@@ -10,10 +12,23 @@ import (
 
 // Every event is decoded and many snapshots are encoded, so both have a
 // fast path. The decoder's fast path accepts only the plain form of an
-// event (known keys, strings without escapes, integers) and hands anything
-// else to encoding/json, so what it accepts and what it makes are
-// encoding/json's (FuzzParseEvent checks this). The encoder writes the
-// bytes json.Marshal would (TestAppendJSONMatchesMarshal checks this).
+// event (known keys, strings without escapes, numbers) and hands anything
+// else to decodeEvent, which reads every member with encoding/json's
+// rules for names (the last of duplicates counts; case-insensitive
+// matches) and Grete's for values, so what the fast path accepts and what
+// it makes are decodeEvent's (FuzzParseEvent checks this). The encoder
+// writes the bytes json.Marshal would (TestAppendJSONMatchesMarshal checks
+// this).
+
+// FieldError says which member of an event has a value of the wrong kind.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("field %q: %v", e.Field, e.Err) }
+
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // parseEvent decodes an event into e.
 func parseEvent(b []byte, e *Event) error {
@@ -22,16 +37,97 @@ func parseEvent(b []byte, e *Event) error {
 		return nil
 	}
 	*e = Event{}
-	if err := json.Unmarshal(b, e); err != nil {
+	return decodeEvent(b, e)
+}
+
+// rawEvent is an event whose members are not decoded yet.
+type rawEvent struct {
+	EventID    json.RawMessage `json:"event_id"`
+	VisitorID  json.RawMessage `json:"visitor_id"`
+	SessionID  json.RawMessage `json:"session_id"`
+	TS         json.RawMessage `json:"ts"`
+	Type       json.RawMessage `json:"type"`
+	Experiment json.RawMessage `json:"experiment"`
+	Revenue    json.RawMessage `json:"revenue"`
+	Browser    json.RawMessage `json:"browser"`
+	Country    json.RawMessage `json:"country"`
+	IP         json.RawMessage `json:"ip"`
+}
+
+// decodeEvent decodes b, which must be a JSON object; members it does not
+// know are ignored, and a member that is null counts as missing. A member
+// of the wrong kind is a *FieldError naming it.
+func decodeEvent(b []byte, e *Event) error {
+	if i := skipSpace(b, 0); i >= len(b) || b[i] != '{' {
+		return &stream.DecodeError{Format: "json", Err: errors.New("not a JSON object")}
+	}
+	var r rawEvent
+	if err := json.Unmarshal(b, &r); err != nil {
 		return &stream.DecodeError{Format: "json", Err: err}
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *string
+	}{
+		{"event_id", r.EventID, &e.EventID}, {"visitor_id", r.VisitorID, &e.VisitorID},
+		{"session_id", r.SessionID, &e.SessionID}, {"type", r.Type, &e.Type},
+		{"experiment", r.Experiment, &e.Experiment}, {"browser", r.Browser, &e.Browser},
+		{"country", r.Country, &e.Country}, {"ip", r.IP, &e.IP},
+	} {
+		if isNull(f.raw) {
+			continue
+		}
+		if f.raw[0] != '"' {
+			return &FieldError{f.name, fmt.Errorf("want a string, got %s", kindOf(f.raw))}
+		}
+		if err := json.Unmarshal(f.raw, f.dst); err != nil {
+			return &FieldError{f.name, err}
+		}
+	}
+	if !isNull(r.TS) {
+		ts, err := parseMillis(r.TS)
+		if err != nil {
+			return &FieldError{"ts", fmt.Errorf("want whole Unix milliseconds, got %s: %w", kindOf(r.TS), err)}
+		}
+		e.TS = ts
+	}
+	if !isNull(r.Revenue) {
+		a, err := parseAmount(r.Revenue)
+		if err != nil {
+			return &FieldError{"revenue", fmt.Errorf("want a number, got %s: %w", kindOf(r.Revenue), err)}
+		}
+		e.Revenue = a
 	}
 	return nil
 }
 
+func isNull(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }
+
+// kindOf describes a JSON value for an error message: its kind, and the
+// value itself when short.
+func kindOf(raw json.RawMessage) string {
+	kind := "a number"
+	switch raw[0] {
+	case '"':
+		kind = "a string"
+	case '{':
+		kind = "an object"
+	case '[':
+		kind = "an array"
+	case 't', 'f':
+		kind = "a boolean"
+	}
+	if len(raw) <= 40 {
+		return kind + " " + string(raw)
+	}
+	return kind
+}
+
 // parsePlainEvent decodes b into e when b is valid UTF-8 and a JSON object
 // whose keys are exactly Event's, whose strings have no escapes, and whose
-// numbers are integers. It reports false for anything else. The strings of
-// e are cut from one copy of b.
+// ts and revenue are numbers that parse. It reports false for anything
+// else. The strings of e are cut from one copy of b.
 func parsePlainEvent(b []byte, e *Event) bool {
 	if !utf8.Valid(b) {
 		return false
@@ -56,7 +152,6 @@ func parsePlainEvent(b []byte, e *Event) bool {
 		}
 		i = skipSpace(b, i+1)
 		var dst *string
-		var num *int64
 		switch string(key) {
 		case "event_id":
 			dst = &e.EventID
@@ -74,12 +169,9 @@ func parsePlainEvent(b []byte, e *Event) bool {
 			dst = &e.Country
 		case "ip":
 			dst = &e.IP
-		case "ts":
-			num = &e.TS
-		case "revenue":
-			num = &e.Revenue
+		case "ts", "revenue":
 		default:
-			return false // unknown, or a case-folded match: encoding/json decides
+			return false // unknown, or a case-folded match: decodeEvent decides
 		}
 		if dst != nil {
 			s, j, ok := plainString(b, i)
@@ -91,11 +183,20 @@ func parsePlainEvent(b []byte, e *Event) bool {
 			}
 			*dst, i = str[j-1-len(s):j-1], j
 		} else {
-			v, j, ok := plainInt(b, i)
-			if !ok {
+			j := plainNumber(b, i)
+			if j == i {
 				return false
 			}
-			*num, i = v, j
+			var err error
+			if key[0] == 't' {
+				e.TS, err = parseMillis(b[i:j])
+			} else {
+				e.Revenue, err = parseAmount(b[i:j])
+			}
+			if err != nil {
+				return false
+			}
+			i = j
 		}
 		i = skipSpace(b, i)
 		switch {
@@ -133,25 +234,20 @@ func plainString(b []byte, i int) ([]byte, int, bool) {
 	return nil, 0, false
 }
 
-// plainInt returns the integer at b[i] (JSON syntax, no fraction or
-// exponent, within int64) and the index past it.
-func plainInt(b []byte, i int) (int64, int, bool) {
+// plainNumber returns the index past the run of number characters at b[i]
+// (i itself when there is none); parseAmount and parseMillis check that
+// the run is a JSON number.
+func plainNumber(b []byte, i int) int {
 	j := i
-	if j < len(b) && b[j] == '-' {
-		j++
+	for j < len(b) {
+		switch c := b[j]; {
+		case c >= '0' && c <= '9', c == '-', c == '+', c == '.', c == 'e', c == 'E':
+			j++
+			continue
+		}
+		break
 	}
-	digits := j
-	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-		j++
-	}
-	switch {
-	case j == digits, b[digits] == '0' && j-digits > 1:
-		return 0, 0, false
-	case j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E'):
-		return 0, 0, false
-	}
-	v, err := strconv.ParseInt(string(b[i:j]), 10, 64)
-	return v, j, err == nil
+	return j
 }
 
 // appendJSON appends s as json.Marshal encodes it.
@@ -167,7 +263,7 @@ func (s *Snapshot) appendJSON(b []byte) []byte {
 	b = append(b, `,"event_count":`...)
 	b = strconv.AppendInt(b, int64(s.EventCount), 10)
 	b = append(b, `,"revenue":`...)
-	b = strconv.AppendInt(b, s.Revenue, 10)
+	b = s.Revenue.AppendJSON(b)
 	b = append(b, `,"browser":`...)
 	b = appendString(b, s.Browser)
 	b = append(b, `,"country":`...)
@@ -195,7 +291,7 @@ func (s *Snapshot) appendJSON(b []byte) []byte {
 			b = append(b, `,"experiment":`...)
 			b = appendString(b, it.Experiment)
 			b = append(b, `,"revenue":`...)
-			b = strconv.AppendInt(b, it.Revenue, 10)
+			b = it.Revenue.AppendJSON(b)
 			b = append(b, '}')
 		}
 		b = append(b, ']')

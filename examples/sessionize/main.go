@@ -24,21 +24,28 @@
 // The input topic holds JSON events keyed by visitor_id:
 //
 //	{"event_id":"e1","visitor_id":"v7","session_id":"s3","ts":1700000000000,"type":"purchase",
-//	 "experiment":"checkout_flow:b","revenue":1299,"browser":"chrome","country":"US","ip":"10.0.0.1"}
+//	 "experiment":"checkout_flow:b","revenue":12.99,"browser":"chrome","country":"US","ip":"10.0.0.1"}
 //
-// ts is in Unix milliseconds; revenue is an integer in minor units (cents),
-// as in Optimizely's event API, so sums are exact. session_id, event_id and
-// ts are required; an event without them, or a value that is not such an
-// event, goes to the dead-letter topic "<name>-dlq".
+// ts is in Unix milliseconds; revenue is a decimal amount. Numbers are JSON
+// numbers, whatever their spelling: revenue 12.5, 12.50, 1.25e1 or 1250e-2
+// is the same amount, summed exactly (to the millionth: more decimals are
+// rounded half to even), and ts 1.7e12 is a whole number of milliseconds.
+// session_id, event_id and ts are required; members the job does not know
+// are ignored, and null counts as missing. An event without a required
+// member, with a member of the wrong kind (a string revenue, a numeric
+// session_id, a fractional ts), or a value that is not a JSON object, goes
+// to the dead-letter topic "<name>-dlq" with an error that names the
+// member.
 //
 // The output topic gets snapshots keyed by session_id:
 //
 //	{"session_id":"s3","visitor_id":"v7","start":1700000000000,"end":1700000042000,
-//	 "event_count":2,"revenue":1299,"browser":"chrome","country":"US","ip":"10.0.0.1","final":false,
+//	 "event_count":2,"revenue":12.99,"browser":"chrome","country":"US","ip":"10.0.0.1","final":false,
 //	 "events":[{"event_id":"e0","ts":1700000000000,"type":"pageview","experiment":"","revenue":0},
-//	           {"event_id":"e1","ts":1700000042000,"type":"purchase","experiment":"checkout_flow:b","revenue":1299}]}
+//	           {"event_id":"e1","ts":1700000042000,"type":"purchase","experiment":"checkout_flow:b","revenue":12.99}]}
 //
-// start and end are the smallest and largest ts, revenue the sum. The
+// start and end are the smallest and largest ts, revenue the exact sum,
+// written as the shortest JSON number that is exactly it. The
 // metadata (visitor_id, browser, country, ip) is the session's first
 // event's: the one with the smallest ts, ties broken by the smaller
 // event_id (bytewise). events are ordered by ts, then event_id. final is
@@ -327,16 +334,18 @@ func report(ctx context.Context, w io.Writer, job *task.Job, stats *Stats, quiet
 			if len(ts) == 0 {
 				continue
 			}
-			var in uint64
 			round := ts[0].WindowCalls
 			for _, s := range ts {
-				in += s.Processed + s.Skipped + s.DeadLettered
 				round = min(round, s.WindowCalls)
 			}
 			if round == lastRound {
 				continue
 			}
+			// The tasks' own counters start again when a task restarts
+			// (it moved, or a broker restart cost the membership): the
+			// job's Totals go on.
 			t := stats.Totals()
+			in := t.Added + t.Late
 			if !quiet {
 				fmt.Fprintf(w, "%s  emitted %6d sessions (%d final)  open %7d  %6.0f ev/s  late %d\n",
 					now.Format("15:04:05"), t.Snapshots-lastSnap, t.Finals-lastFin, t.Open,

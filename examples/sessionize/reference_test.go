@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/big"
 	"reflect"
 	"slices"
 	"strings"
@@ -28,7 +29,8 @@ import (
 //     and dropped.
 //   - A session's snapshot: metadata of its first event (smallest ts, ties
 //     by the smaller event_id), events by ts then event_id, revenue the
-//     sum, final when it has closed by the end of the input.
+//     exact sum of the numbers as written (math/big), final when it has
+//     closed by the end of the input.
 
 // refEvent is an input event as the reference reads it.
 type refEvent struct {
@@ -37,12 +39,47 @@ type refEvent struct {
 	SessionID  string `json:"session_id"`
 	TS         int64  `json:"ts"`
 	Type       string `json:"type"`
-	Experiment string `json:"experiment"`
-	Revenue    int64  `json:"revenue"`
-	Browser    string `json:"browser"`
-	Country    string `json:"country"`
-	IP         string `json:"ip"`
+	Experiment string     `json:"experiment"`
+	Revenue    refDecimal `json:"revenue"`
+	Browser    string     `json:"browser"`
+	Country    string     `json:"country"`
+	IP         string     `json:"ip"`
 }
+
+// refDecimal is a JSON number held exactly, as math/big reads it: its
+// canonical fraction, so that equal values compare equal however they are
+// spelled ("" is zero).
+type refDecimal string
+
+func (d *refDecimal) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		return fmt.Errorf("revenue %s is not a number", b)
+	}
+	r, ok := new(big.Rat).SetString(string(b))
+	if !ok {
+		return fmt.Errorf("revenue %s is not a number", b)
+	}
+	*d = refDecimal(r.RatString())
+	return nil
+}
+
+func (d refDecimal) rat() *big.Rat {
+	r, ok := new(big.Rat).SetString(string(cmp.Or(d, "0")))
+	if !ok {
+		panic("bad refDecimal " + d)
+	}
+	return r
+}
+
+func (d refDecimal) plus(o refDecimal) refDecimal {
+	return refDecimal(new(big.Rat).Add(d.rat(), o.rat()).RatString())
+}
+
+// norm is d with zero written as "0".
+func (d refDecimal) norm() refDecimal { return refDecimal(d.rat().RatString()) }
 
 // refInput is one input record: its partition and, in offset order, its
 // place in the partition.
@@ -76,8 +113,8 @@ type refSnapshot struct {
 	VisitorID  string    `json:"visitor_id"`
 	Start      int64     `json:"start"`
 	End        int64     `json:"end"`
-	EventCount int       `json:"event_count"`
-	Revenue    int64     `json:"revenue"`
+	EventCount int        `json:"event_count"`
+	Revenue    refDecimal `json:"revenue"`
 	Browser    string    `json:"browser"`
 	Country    string    `json:"country"`
 	IP         string    `json:"ip"`
@@ -89,8 +126,8 @@ type refItem struct {
 	EventID    string `json:"event_id"`
 	TS         int64  `json:"ts"`
 	Type       string `json:"type"`
-	Experiment string `json:"experiment"`
-	Revenue    int64  `json:"revenue"`
+	Experiment string     `json:"experiment"`
+	Revenue    refDecimal `json:"revenue"`
 }
 
 // refSessionize runs the reference over inputs (any order: it sorts them
@@ -181,10 +218,11 @@ func (s *refSession) snapshot() refSnapshot {
 	out := refSnapshot{
 		SessionID: s.id, VisitorID: first.VisitorID, Start: evs[0].TS, End: evs[len(evs)-1].TS,
 		EventCount: len(evs), Browser: first.Browser, Country: first.Country, IP: first.IP, Final: s.closed,
+		Revenue: "0",
 	}
 	for _, e := range evs {
-		out.Revenue += e.Revenue
-		out.Events = append(out.Events, refItem{EventID: e.EventID, TS: e.TS, Type: e.Type, Experiment: e.Experiment, Revenue: e.Revenue})
+		out.Revenue = out.Revenue.plus(e.Revenue)
+		out.Events = append(out.Events, refItem{EventID: e.EventID, TS: e.TS, Type: e.Type, Experiment: e.Experiment, Revenue: e.Revenue.norm()})
 	}
 	return out
 }

@@ -9,8 +9,7 @@ import (
 )
 
 // Event is one input event, as JSON on the input topic, keyed by
-// visitor_id. Revenue is in minor units (cents), an integer as in
-// Optimizely's event API, so that sums are exact.
+// visitor_id. Revenue is a decimal amount, summed exactly (see Amount).
 type Event struct {
 	EventID    string `json:"event_id"`
 	VisitorID  string `json:"visitor_id"`
@@ -18,7 +17,7 @@ type Event struct {
 	TS         int64  `json:"ts"` // Unix milliseconds
 	Type       string `json:"type"`
 	Experiment string `json:"experiment,omitempty"`
-	Revenue    int64  `json:"revenue,omitempty"`
+	Revenue    Amount `json:"revenue,omitempty"`
 	Browser    string `json:"browser,omitempty"`
 	Country    string `json:"country,omitempty"`
 	IP         string `json:"ip,omitempty"`
@@ -55,7 +54,7 @@ type Snapshot struct {
 	Start      int64  `json:"start"`
 	End        int64  `json:"end"`
 	EventCount int    `json:"event_count"`
-	Revenue    int64  `json:"revenue"`
+	Revenue    Amount `json:"revenue"`
 	Browser    string `json:"browser"`
 	Country    string `json:"country"`
 	IP         string `json:"ip"`
@@ -69,16 +68,20 @@ type Item struct {
 	TS         int64  `json:"ts"`
 	Type       string `json:"type"`
 	Experiment string `json:"experiment"`
-	Revenue    int64  `json:"revenue"`
+	Revenue    Amount `json:"revenue"`
 }
 
 // state is a session's accumulator as the window aggregator stores it: a
 // header with the first event's ts, event_id and metadata, then the
 // events' own fields, in the order they arrived:
 //
-//	state  = version(1) varint(ts) str(event_id) str(visitor_id) str(browser) str(country) str(ip) item*
+//	state  = version(2) varint(ts) str(event_id) str(visitor_id) str(browser) str(country) str(ip) item*
 //	item   = varint(ts) str(event_id) str(type) str(experiment) varint(revenue)
 //	str    = uvarint(len) bytes
+//
+// revenue is an Amount (millionths); in version 1, which took revenue as
+// an integer, it is whole units. A version 1 state is rewritten as
+// version 2 the first time an event is added to it.
 //
 // Adding an event appends one item and reads only the header, whatever the
 // session's size, and merging two sessions concatenates their items: the
@@ -87,10 +90,14 @@ type Item struct {
 // proportion to the session's length, per event.)
 type state []byte
 
-const stateVersion = 1
+const (
+	stateVersion   = 2
+	stateVersionV1 = 1 // revenue in whole units
+)
 
 // header is the decoded header of a state; n is its length in bytes.
 type header struct {
+	version                                byte
 	ts                                     int64
 	eventID, visitor, browser, country, ip string
 	n                                      int
@@ -122,7 +129,7 @@ func appendItem(b []byte, e *Event) []byte {
 	b = appendStr(b, e.EventID)
 	b = appendStr(b, e.Type)
 	b = appendStr(b, e.Experiment)
-	return binary.AppendVarint(b, e.Revenue)
+	return binary.AppendVarint(b, int64(e.Revenue))
 }
 
 // decoder reads the fields of a state in order; the first error sticks.
@@ -176,13 +183,46 @@ func (d *decoder) str() string {
 
 // header reads the header of the state, from its start.
 func (d *decoder) header() (header, error) {
-	if len(d.b) == 0 || d.b[0] != stateVersion {
+	if len(d.b) == 0 || d.b[0] != stateVersion && d.b[0] != stateVersionV1 {
 		return header{}, fmt.Errorf("%w: unknown version", errCorrupt)
 	}
 	d.i = 1
-	h := header{ts: d.varint(), eventID: d.str(), visitor: d.str(), browser: d.str(), country: d.str(), ip: d.str()}
+	h := header{version: d.b[0], ts: d.varint(), eventID: d.str(), visitor: d.str(), browser: d.str(), country: d.str(), ip: d.str()}
 	h.n = d.i
 	return h, d.err
+}
+
+// item reads the next item of a state of version v.
+func (d *decoder) item(v byte) Item {
+	it := Item{TS: d.varint(), EventID: d.str(), Type: d.str(), Experiment: d.str(), Revenue: Amount(d.varint())}
+	if v == stateVersionV1 {
+		it.Revenue *= amountScale
+	}
+	return it
+}
+
+// upgrade returns st in the current version: a version 1 state is
+// rewritten.
+func upgrade(st state) state {
+	if len(st) == 0 || st[0] == stateVersion {
+		return st
+	}
+	d := decoder{b: st}
+	h, err := d.header()
+	if err != nil {
+		panic(err)
+	}
+	out := make(state, 0, len(st)+len(st)/4)
+	out = append(out, st[:h.n]...)
+	out[0] = stateVersion
+	for d.i < len(d.b) && d.err == nil {
+		it := d.item(h.version)
+		out = appendItem(out, &Event{TS: it.TS, EventID: it.EventID, Type: it.Type, Experiment: it.Experiment, Revenue: it.Revenue})
+	}
+	if d.err != nil {
+		panic(d.err)
+	}
+	return out
 }
 
 func parseHeader(st state) (header, error) {
@@ -193,7 +233,7 @@ func parseHeader(st state) (header, error) {
 // firstKey reads only the ts and event_id of a state's first event, without
 // copying.
 func firstKey(st state) (int64, []byte, error) {
-	if len(st) == 0 || st[0] != stateVersion {
+	if len(st) == 0 || st[0] != stateVersion && st[0] != stateVersionV1 {
 		return 0, nil, fmt.Errorf("%w: unknown version", errCorrupt)
 	}
 	d := decoder{b: st, i: 1}
@@ -216,6 +256,7 @@ func addEvent(st state, e *Event) state {
 		st = appendHeader(make(state, 0, 128), e)
 		return appendItem(st, e)
 	}
+	st = upgrade(st)
 	ts, id, err := firstKey(st)
 	if err != nil {
 		panic(err)
@@ -235,6 +276,7 @@ func addEvent(st state, e *Event) state {
 // mergeStates combines two sessions that an event bridged: the header of
 // the one whose first event comes first, and the items of both.
 func mergeStates(a, b state) state {
+	a, b = upgrade(a), upgrade(b)
 	ha, err := parseHeader(a)
 	if err != nil {
 		panic(err)
@@ -265,7 +307,7 @@ func snapshot(sessionID string, st state, final bool, events []Item) (Snapshot, 
 		Final: final, Events: events[:0],
 	}
 	for d.i < len(d.b) && d.err == nil {
-		it := Item{TS: d.varint(), EventID: d.str(), Type: d.str(), Experiment: d.str(), Revenue: d.varint()}
+		it := d.item(h.version)
 		s.Events = append(s.Events, it)
 		s.Revenue += it.Revenue
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/task"
 	"github.com/grete-go/grete/task/tasktest"
 	"github.com/stretchr/testify/require"
 )
@@ -80,25 +81,25 @@ func snapshots(t *testing.T, d *tasktest.Driver) []refSnapshot {
 func TestSnapshotOrderMetadataAndRevenue(t *testing.T) {
 	d, _ := unitDriver(t, settings{})
 	a := ev("s1", "e-a", 2000, "purchase")
-	a.Revenue, a.Experiment, a.Browser = 1299, "checkout_flow:b", "firefox"
+	a.Revenue, a.Experiment, a.Browser = 12_990_000, "checkout_flow:b", "firefox"
 	b := ev("s1", "e-c", 1000, "pageview") // ties with e-b on ts; e-b sorts first
 	b.Country = "DE"
 	c := ev("s1", "e-b", 1000, "click")
 	c.Browser, c.Country, c.IP = "safari", "FR", "10.9.9.9"
 	e := ev("s1", "e-d", 3000, "purchase")
-	e.Revenue = 1
+	e.Revenue = 1 // a millionth
 	feed(t, d, a, b, c, e)
 	require.Empty(t, d.Outputs(), "nothing is emitted before the window")
 	require.NoError(t, d.Advance(context.Background(), unitWindow))
 	got := snapshots(t, d)
 	want := refSnapshot{
-		SessionID: "s1", VisitorID: "v-s1", Start: t0 + 1000, End: t0 + 3000, EventCount: 4, Revenue: 1300,
+		SessionID: "s1", VisitorID: "v-s1", Start: t0 + 1000, End: t0 + 3000, EventCount: 4, Revenue: "12990001/1000000",
 		Browser: "safari", Country: "FR", IP: "10.9.9.9", // the first event is e-b: ts 1000, and "e-b" < "e-c"
 		Events: []refItem{
-			{EventID: "e-b", TS: t0 + 1000, Type: "click"},
-			{EventID: "e-c", TS: t0 + 1000, Type: "pageview"},
-			{EventID: "e-a", TS: t0 + 2000, Type: "purchase", Experiment: "checkout_flow:b", Revenue: 1299},
-			{EventID: "e-d", TS: t0 + 3000, Type: "purchase", Revenue: 1},
+			{EventID: "e-b", TS: t0 + 1000, Type: "click", Revenue: "0"},
+			{EventID: "e-c", TS: t0 + 1000, Type: "pageview", Revenue: "0"},
+			{EventID: "e-a", TS: t0 + 2000, Type: "purchase", Experiment: "checkout_flow:b", Revenue: "1299/100"},
+			{EventID: "e-d", TS: t0 + 3000, Type: "purchase", Revenue: "1/1000000"},
 		},
 	}
 	require.Equal(t, []refSnapshot{want}, got)
@@ -182,19 +183,57 @@ func TestBridgingEventMergesSessions(t *testing.T) {
 	require.Equal(t, Totals{Snapshots: 3, Added: 3, Merged: 1, Open: 1}, stats.Totals())
 }
 
+// Bad input goes to the dead-letter topic with an error that says what is
+// wrong with it; decimal revenue, however written, is not bad input.
 func TestBadInputIsDeadLettered(t *testing.T) {
 	ctx := context.Background()
 	d, _ := unitDriver(t, settings{})
 	noSession := ev("", "e1", 0, "click")
-	require.NoError(t, d.Feed(ctx,
-		stream.Message{Value: []byte("not json")},
-		msg(t, noSession),
-		stream.Message{Value: []byte(`{"event_id":"e2","session_id":"s","ts":1,"revenue":12.5}`)},
-		msg(t, ev("s1", "e3", 0, "click")),
-	))
-	require.Len(t, d.OutputsTo(d.DeadLetterTopic()), 3)
+	bad := map[string]string{
+		"not json": "json",
+		string(must(json.Marshal(noSession))):                            "session_id",
+		`{"event_id":"e2","session_id":"s","ts":1,"revenue":"12.50"}`:    `field "revenue": want a number, got a string "12.50"`,
+		`{"event_id":"e4","session_id":12,"ts":1}`:                       `field "session_id": want a string, got a number 12`,
+		`{"event_id":"e5","session_id":"s","ts":"2026-12-04T10:00:00Z"}`: `field "ts"`,
+		`{"event_id":"e6","session_id":"s"}`:                             "ts",
+	}
+	good := []string{
+		`{"event_id":"g1","session_id":"s2","ts":1,"revenue":12.5,"extra":{"ignored":true}}`,
+		`{"event_id":"g2","session_id":"s2","ts":2,"revenue":12.50}`,
+		`{"event_id":"g3","session_id":"s2","ts":3,"revenue":1.25e1}`,
+		`{"event_id":"g4","session_id":"s2","ts":4,"revenue":0.0}`,
+		`{"event_id":"g5","session_id":"s2","ts":5,"revenue":151.57}`,
+		`{"event_id":"g6","session_id":"s2","ts":6,"revenue":12}`,
+	}
+	for v := range bad {
+		require.NoError(t, d.Feed(ctx, stream.Message{Value: []byte(v)}))
+	}
+	for _, v := range good {
+		require.NoError(t, d.Feed(ctx, stream.Message{Value: []byte(v)}))
+	}
+	dead := d.OutputsTo(d.DeadLetterTopic())
+	require.Len(t, dead, len(bad))
+	for _, m := range dead {
+		var cause string
+		for _, h := range m.Headers {
+			if h.Key == task.HeaderError {
+				cause = string(h.Value)
+			}
+		}
+		require.Contains(t, cause, bad[string(m.Value)], "the error of %s", m.Value)
+	}
 	require.NoError(t, d.Advance(ctx, unitWindow))
-	require.Len(t, snapshots(t, d), 1)
+	got := snapshots(t, d)
+	require.Len(t, got, 1)
+	require.Equal(t, refDecimal("20107/100"), got[0].Revenue, "12.5 + 12.5 + 12.5 + 0 + 151.57 + 12 = 201.07")
+	require.Len(t, got[0].Events, len(good))
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 func TestCorruptStateIsAnError(t *testing.T) {

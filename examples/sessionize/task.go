@@ -84,7 +84,8 @@ type Sessionizer struct {
 	items []Item
 	buf   []byte
 
-	log *slog.Logger
+	log       *slog.Logger
+	partition int32
 	// events counts Process calls, eventsAtWindow the count at the last
 	// Window: equal at a Window, the previous Window came after every
 	// event so far, and its snapshots are current.
@@ -108,7 +109,7 @@ func newSessionizer(set settings, stats *Stats) *Sessionizer {
 
 // Init implements task.InitableTask.
 func (s *Sessionizer) Init(_ context.Context, tc task.Context) error {
-	s.log = tc.Logger()
+	s.log, s.partition = tc.Logger(), tc.Partition()
 	st, err := tc.Store(storeName)
 	if err != nil {
 		return err
@@ -201,7 +202,10 @@ type Stats struct {
 
 	mu    sync.Mutex
 	tasks map[*Sessionizer]struct{}
-	gone  window.Stats // counters of tasks that closed
+	gone  window.Stats // counters of tasks that closed (Open aside)
+	// goneOpen is, for each partition whose task closed and has not come
+	// back, the sessions it held open when it closed.
+	goneOpen map[int32]int
 }
 
 func (st *Stats) register(s *Sessionizer) {
@@ -211,6 +215,7 @@ func (st *Stats) register(s *Sessionizer) {
 		st.tasks = map[*Sessionizer]struct{}{}
 	}
 	st.tasks[s] = struct{}{}
+	delete(st.goneOpen, s.partition) // back: it counts its sessions itself
 }
 
 func (st *Stats) unregister(s *Sessionizer) {
@@ -225,17 +230,22 @@ func (st *Stats) unregister(s *Sessionizer) {
 	st.gone.Late += a.Late
 	st.gone.Closed += a.Closed
 	st.gone.Merged += a.Merged
-	st.gone.Open += a.Open
+	if st.goneOpen == nil {
+		st.goneOpen = map[int32]int{}
+	}
+	st.goneOpen[s.partition] = a.Open
 }
 
 // Totals are a job's counters at one moment.
 type Totals struct {
 	Snapshots uint64 // snapshots emitted, finals included
 	Finals    uint64 // final snapshots: sessions closed
-	Added     uint64 // events folded into sessions
+	Added     uint64 // events folded into sessions (again, when reprocessed)
 	Late      uint64 // events dropped (or sent to the late topic) as late
 	Merged    uint64 // sessions merged into others by a bridging event
-	Open      int    // sessions open now (in a closed task: when it closed)
+	// Open is the sessions open now: in the running tasks, and in the
+	// tasks that closed (when they closed) and did not come back.
+	Open int
 }
 
 // Totals sums the counters of every task.
@@ -244,7 +254,10 @@ func (st *Stats) Totals() Totals {
 	defer st.mu.Unlock()
 	t := Totals{
 		Snapshots: st.snapshots.Load(), Finals: st.finals.Load(),
-		Added: st.gone.Added, Late: st.gone.Late, Merged: st.gone.Merged, Open: st.gone.Open,
+		Added: st.gone.Added, Late: st.gone.Late, Merged: st.gone.Merged,
+	}
+	for _, n := range st.goneOpen {
+		t.Open += n
 	}
 	for s := range st.tasks {
 		a := s.agg.Stats()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"unicode/utf8"
 
 	"github.com/grete-go/grete/internal/jsonscan"
@@ -17,28 +18,59 @@ import (
 // Errors of experimentOf, inside a *stream.DecodeError.
 var (
 	errNotObject    = errors.New("not a JSON object")
-	errNoExperiment = errors.New(`no "experiment" string member`)
+	errNoExperiment = errors.New(`no "experiment" member`)
 )
 
 // experimentOf returns the top-level "experiment" member of a JSON object,
-// which must be a non-empty string. With duplicate names the last one
-// counts, as in encoding/json.
+// which must be a non-empty string; other members are ignored. With
+// duplicate names the last one counts, as in encoding/json. An error names
+// what is wrong: not an object, no such member, or a member of the wrong
+// kind.
 func experimentOf(b []byte) (string, error) {
 	if !jsonscan.IsObject(b) {
 		return "", &stream.DecodeError{Format: "JSON event", Err: errNotObject}
 	}
 	var name string
-	found := false
-	jsonscan.EachMember(b, func(key, raw []byte) bool {
+	var raw []byte
+	found, isString := false, false
+	jsonscan.EachMember(b, func(key, v []byte) bool {
 		if jsonscan.KeyIs(key, "experiment") {
-			name, found = stringValue(raw)
+			raw = v
+			name, isString = stringValue(v)
+			found = string(v) != "null"
 		}
 		return true
 	})
-	if !found || name == "" {
+	switch {
+	case !found:
 		return "", &stream.DecodeError{Format: "JSON event", Err: errNoExperiment}
+	case !isString && raw[0] == '"':
+		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is not a valid JSON string`, errNoExperiment)}
+	case !isString:
+		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is %s, want a string`, errNoExperiment, describe(raw))}
+	case name == "":
+		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is empty`, errNoExperiment)}
 	}
 	return name, nil
+}
+
+// describe names the kind of a raw JSON value, with the value when short.
+func describe(raw []byte) string {
+	kind := "a number"
+	switch raw[0] {
+	case '"':
+		kind = "a string"
+	case '{':
+		kind = "an object"
+	case '[':
+		kind = "an array"
+	case 't', 'f':
+		kind = "a boolean"
+	}
+	if len(raw) <= 40 {
+		return kind + " " + string(raw)
+	}
+	return kind
 }
 
 // stringValue decodes a raw JSON value that must be a string.

@@ -47,6 +47,26 @@ func TestExperimentOf(t *testing.T) {
 	}
 }
 
+// A bad event's error says what is wrong with its "experiment" member.
+func TestExperimentOfNamesTheMember(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"experiment":7}`:         `member "experiment" is a number 7, want a string`,
+		`{"experiment":["a"]}`:     `member "experiment" is an array ["a"], want a string`,
+		`{"experiment":""}`:        `member "experiment" is empty`,
+		`{"user":"u1"}`:            `no "experiment" member`,
+		`{"experiment":null}`:      `no "experiment" member`,
+		`[{"experiment":"x"}]`:     "not a JSON object",
+		`{"experiment":"x","n":1}`: "",
+	} {
+		_, err := experimentOf([]byte(in))
+		if want == "" {
+			require.NoError(t, err, in)
+			continue
+		}
+		require.ErrorContains(t, err, want, in)
+	}
+}
+
 func TestGeneratedEventsParse(t *testing.T) {
 	g := newTraffic(1, 50)
 	for range 1000 {
