@@ -6,9 +6,12 @@ package crashkit
 
 import (
 	"context"
+	"math/rand/v2"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +118,64 @@ func CheckResumed(t testing.TB, addrs []string, job string, tasks int, c *testki
 	if t.Failed() {
 		t.FailNow()
 	}
+}
+
+// LoopKills and the bounds of LoopGap are the crash loop a supervisor
+// (systemd, Kubernetes) makes of a job that keeps dying: ten SIGKILLs, each
+// 0.3 to 1.5 s after the process started, each followed by an immediate
+// restart.
+const (
+	LoopKills  = 10
+	loopMinGap = 300 * time.Millisecond
+	loopMaxGap = 1500 * time.Millisecond
+)
+
+// Loop starts bin with args, then kills the running process kills times
+// with SIGKILL, 0.3 to 1.5 s (rng) after it started, restarting it at once
+// each time. It returns the process left running; the children's run
+// numbers start at first.
+func Loop(t testing.TB, bin string, args []string, kills int, rng *rand.Rand, first int) (live *testkit.Child, all []*testkit.Child) {
+	t.Helper()
+	c := testkit.Start(t, bin, args, first)
+	all = append(all, c)
+	for i := range kills {
+		gap := loopMinGap + time.Duration(rng.Int64N(int64(loopMaxGap-loopMinGap)))
+		timer := time.NewTimer(gap)
+		select {
+		case <-timer.C:
+		case <-c.Done():
+			t.Fatalf("run %d exited on its own: %v\n%s", c.Run, c.Err(), c.Stderr.Tail(8<<10))
+		}
+		c.Signal(t, syscall.SIGKILL)
+		c.Wait(t, 10*time.Second)
+		c = testkit.Start(t, bin, args, first+i+1)
+		all = append(all, c)
+	}
+	return c, all
+}
+
+// WaitAllTasks waits until c says it runs all tasks tasks of its job, and
+// returns how long after c's start that was. It fails the test after
+// timeout, or if c exits.
+func WaitAllTasks(t testing.TB, c *testkit.Child, tasks int, timeout time.Duration) time.Duration {
+	t.Helper()
+	want := "runs tasks [" + taskList(tasks) + "]"
+	testkit.Eventually(t, timeout, func() bool {
+		if c.Exited() {
+			t.Fatalf("run %d exited on its own: %v\n%s", c.Run, c.Err(), c.Stderr.Tail(8<<10))
+		}
+		return strings.Contains(c.Stdout.String(), want)
+	}, "run %d does not run every task %v after its start:\n%s", c.Run, timeout, testkit.Lazy(func() string { return c.Stdout.Tail(2 << 10) }))
+	return time.Since(c.Spawn)
+}
+
+func taskList(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Itoa(i))
+	}
+	return b.String()
 }

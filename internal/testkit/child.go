@@ -223,12 +223,11 @@ func (f Lazy) String() string { return f() }
 // every interval, keyed with the sticky key partitioner (as Produce), until
 // done or ctx ends.
 func ProducePaced(ctx context.Context, addrs []string, topic string, recs []*kgo.Record, chunk int, every time.Duration) error {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(addrs...),
+	cl, err := kgo.NewClient(clientOpts(addrs,
 		kgo.DefaultProduceTopic(topic),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.ProducerLinger(2*time.Millisecond),
-	)
+	)...)
 	if err != nil {
 		return err
 	}

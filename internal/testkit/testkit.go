@@ -27,10 +27,17 @@ func Broker(t testing.TB, opts ...kfake.Opt) *embedded.Broker {
 	return b
 }
 
+// clientOpts are the options of every test client: addrs, and metadata
+// refreshed at once after a NOT_LEADER answer (franz-go waits 5 s by
+// default), so that a fault soak does not hold the test's own clients up.
+func clientOpts(addrs []string, more ...kgo.Opt) []kgo.Opt {
+	return append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.MetadataMinAge(100 * time.Millisecond)}, more...)
+}
+
 // Client returns a kgo client of addrs, closed at cleanup.
 func Client(t testing.TB, addrs []string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...)}, opts...)...)
+	cl, err := kgo.NewClient(append(clientOpts(addrs), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +117,7 @@ func ReadAllWith(t testing.TB, addrs []string, opts []kgo.Opt, timeout time.Dura
 func readAll(addrs []string, opts []kgo.Opt, timeout time.Duration, topics ...string) ([]*kgo.Record, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...)}, opts...)...)
+	cl, err := kgo.NewClient(append(clientOpts(addrs), opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +155,7 @@ func readAll(addrs []string, opts []kgo.Opt, timeout time.Duration, topics ...st
 			starts[tp][p] = kgo.NewOffset().AtStart()
 		}
 	}
-	rd, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.ConsumePartitions(starts)}, opts...)...)
+	rd, err := kgo.NewClient(append(clientOpts(addrs, kgo.ConsumePartitions(starts)), opts...)...)
 	if err != nil {
 		return nil, err
 	}
