@@ -34,11 +34,11 @@ import (
 
 // refEvent is an input event as the reference reads it.
 type refEvent struct {
-	EventID    string `json:"event_id"`
-	VisitorID  string `json:"visitor_id"`
-	SessionID  string `json:"session_id"`
-	TS         int64  `json:"ts"`
-	Type       string `json:"type"`
+	EventID    string     `json:"event_id"`
+	VisitorID  string     `json:"visitor_id"`
+	SessionID  string     `json:"session_id"`
+	TS         int64      `json:"ts"`
+	Type       string     `json:"type"`
 	Experiment string     `json:"experiment"`
 	Revenue    refDecimal `json:"revenue"`
 	Browser    string     `json:"browser"`
@@ -109,23 +109,23 @@ type refResult struct {
 // refSnapshot is a snapshot as the reference writes it, and as the tests
 // decode the output (strictly: an unknown field is an error).
 type refSnapshot struct {
-	SessionID  string    `json:"session_id"`
-	VisitorID  string    `json:"visitor_id"`
-	Start      int64     `json:"start"`
-	End        int64     `json:"end"`
+	SessionID  string     `json:"session_id"`
+	VisitorID  string     `json:"visitor_id"`
+	Start      int64      `json:"start"`
+	End        int64      `json:"end"`
 	EventCount int        `json:"event_count"`
 	Revenue    refDecimal `json:"revenue"`
-	Browser    string    `json:"browser"`
-	Country    string    `json:"country"`
-	IP         string    `json:"ip"`
-	Final      bool      `json:"final"`
-	Events     []refItem `json:"events"`
+	Browser    string     `json:"browser"`
+	Country    string     `json:"country"`
+	IP         string     `json:"ip"`
+	Final      bool       `json:"final"`
+	Events     []refItem  `json:"events"`
 }
 
 type refItem struct {
-	EventID    string `json:"event_id"`
-	TS         int64  `json:"ts"`
-	Type       string `json:"type"`
+	EventID    string     `json:"event_id"`
+	TS         int64      `json:"ts"`
+	Type       string     `json:"type"`
 	Experiment string     `json:"experiment"`
 	Revenue    refDecimal `json:"revenue"`
 }

@@ -190,8 +190,8 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 	d, _ := unitDriver(t, settings{})
 	noSession := ev("", "e1", 0, "click")
 	bad := map[string]string{
-		"not json": "json",
-		string(must(json.Marshal(noSession))):                            "session_id",
+		"not json":                            "json",
+		string(must(json.Marshal(noSession))): "session_id",
 		`{"event_id":"e2","session_id":"s","ts":1,"revenue":"12.50"}`:    `field "revenue": want a number, got a string "12.50"`,
 		`{"event_id":"e4","session_id":12,"ts":1}`:                       `field "session_id": want a string, got a number 12`,
 		`{"event_id":"e5","session_id":"s","ts":"2026-12-04T10:00:00Z"}`: `field "ts"`,

@@ -34,8 +34,8 @@ type Soak struct {
 	mu      sync.Mutex
 	rng     *rand.Rand
 	seen    map[string]int // requests looked at, by kind
-	rate    float64 // share of requests of each kind failed
-	drops   float64 // share of requests whose connection is dropped instead
+	rate    float64        // share of requests of each kind failed
+	drops   float64        // share of requests whose connection is dropped instead
 	faulted map[string]int
 	dropped int
 	handles []*kfake.FaultHandle
