@@ -13,6 +13,7 @@ import (
 	"github.com/grete-go/grete/internal/crashkit"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/stream"
+	"github.com/grete-go/grete/task"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -36,18 +37,31 @@ const (
 	crashGrace      = 10 * time.Second
 )
 
-// TestCrashSessionizeSIGKILL runs the job as a child process, SIGKILLs it
-// at random points while 300k events flow, and restarts it each time with
-// the same data directory, except once with a fresh one (a new machine:
-// the store is rebuilt from its changelog; the run after it goes back to the
-// old directory, which is then behind its checkpoint). After a final run
-// has caught up, emitted once more and stopped cleanly on SIGTERM, every
-// session's last snapshot must equal the reference's, exactly: no event
-// lost or counted twice, none in the wrong session, every closed session
-// final. Duplicated snapshots are allowed (at-least-once output).
+// TestCrashSessionizeSIGKILL runs the job as a child process with the
+// README's flags (its instance id derived from its data directory),
+// SIGKILLs it at random points while 300k events flow, and restarts it
+// each time with the same data directory, except once with a fresh one (a
+// new machine: the store is rebuilt from its changelog; the run after it
+// goes back to the old directory, which is then behind its checkpoint),
+// all under a fault soak (1% of the requests failed with retriable errors,
+// a few connections dropped). After a final run has caught up, emitted
+// once more and stopped cleanly on SIGTERM, every session's last snapshot
+// must equal the reference's, exactly: no event lost or counted twice,
+// none in the wrong session, every closed session final. Duplicated
+// snapshots are allowed (at-least-once output).
 //
 // Set GRETE_CRASH_SEED to replay a run's input and kill points.
 func TestCrashSessionizeSIGKILL(t *testing.T) {
+	crashSessionize(t, crashEvents, crashMinKills, crashMaxKills, nil, true)
+}
+
+// TestCrashSessionizeSIGKILLWithInstance is the crash test with a fixed
+// -instance, on less input.
+func TestCrashSessionizeSIGKILLWithInstance(t *testing.T) {
+	crashSessionize(t, crashEvents/3, 3, 4, []string{"-instance", "crash"}, false)
+}
+
+func crashSessionize(t *testing.T, events, minKills, maxKills int, extraArgs []string, soak bool) {
 	seed := testkit.CrashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 
@@ -55,25 +69,27 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	b := testkit.Broker(t)
 	addrs := b.Addrs()
 	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
+	if soak {
+		faults := testkit.StartSoak(t, b.Cluster, seed, 0.01, 0.0005)
+		t.Cleanup(func() { t.Logf("fault soak: %d requests faulted (%v)", faults.Total(), faults) })
+	}
 
 	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
-	recs := records(t, simulate(cfg, crashEvents, time.UnixMilli(t0), 10*time.Millisecond))
+	recs := records(t, simulate(cfg, events, time.UnixMilli(t0), 10*time.Millisecond))
 
 	prod := testkit.ProduceInBackground(t, addrs, crashInput, recs, crashChunk, crashChunkEvery)
 
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 	dir, freshDir := t.TempDir(), t.TempDir()
 	args := func(dir string) []string {
-		return []string{"-brokers", strings.Join(addrs, ","), "-input", crashInput, "-output", crashOutput, "-late-topic", crashLate,
-			"-gap", crashGap.String(), "-grace", crashGrace.String(), "-window", "500ms", "-commit", "200ms",
-			"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", dir, "-instance", "crash"}
+		return append(crashArgs(addrs, dir), extraArgs...)
 	}
 	// Kill points spread over the whole input: each run is killed at a
 	// random moment once the checkpoints cover a random share of it.
-	kills := crashMinKills + rng.IntN(crashMaxKills-crashMinKills+1)
+	kills := minKills + rng.IntN(maxKills-minKills+1)
 	at := make([]int64, kills)
 	for i := range at {
-		at[i] = int64(float64(crashEvents) * (0.02 + 0.93*rng.Float64()))
+		at[i] = int64(float64(events) * (0.02 + 0.93*rng.Float64()))
 	}
 	slices.Sort(at)
 	fresh := 1 + rng.IntN(kills-1) // the run that starts on a fresh directory
@@ -94,7 +110,9 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 		before, _ := testkit.CommittedSum(adm, crashGroup, crashInput)
 		c := testkit.Start(t, bin, args(d), run)
 		children = append(children, c)
-		c.WaitFor(t, "job started", 60*time.Second)
+		// No stall: whatever the killed run left behind, this one runs
+		// every task within the session timeout + 5 s of its start.
+		crashkit.WaitAllTasks(t, c, crashPartitions, task.DefaultSessionTimeout+5*time.Second)
 		// Progress beyond where the last run stopped, and beyond this
 		// run's share of the input, unless an earlier run already
 		// processed all of it (the job can outrun the kill points).
@@ -104,7 +122,7 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 			}
 			producing := prod.Producing(t) // fails the test if the producer failed
 			sum, err := testkit.CommittedSum(adm, crashGroup, crashInput)
-			return err == nil && (sum > before && sum >= at[run] || !producing && sum == crashEvents)
+			return err == nil && (sum > before && sum >= at[run] || !producing && sum == int64(events))
 		}, "run %d did not get past %d events", run, at[run])
 		// A random kill point, a short while after that.
 		delay := time.Duration(rng.IntN(700)) * time.Millisecond
@@ -160,6 +178,14 @@ func TestCrashSessionizeSIGKILL(t *testing.T) {
 	if res.finals == 0 || len(ref.late) == 0 || res.finals == res.sessions {
 		t.Errorf("the input exercises too little: %d of %d sessions closed, %d late events", res.finals, res.sessions, len(ref.late))
 	}
+}
+
+// crashArgs are the flags the crash tests run the job with: the README's,
+// but for the topics, the session timing, and frequent emits and commits.
+func crashArgs(addrs []string, dir string) []string {
+	return []string{"-brokers", strings.Join(addrs, ","), "-input", crashInput, "-output", crashOutput, "-late-topic", crashLate,
+		"-gap", crashGap.String(), "-grace", crashGrace.String(), "-window", "500ms", "-commit", "200ms",
+		"-generate", "0", "-quiet", "-duration", "5m", "-data-dir", dir}
 }
 
 // verifyRun checks a finished run against the reference computed from the

@@ -43,8 +43,20 @@ const (
 // lost, nothing counted twice), and the last global top must be the true
 // top.
 //
+// The program runs with the README's flags (each job's instance id is its
+// default); TestCrashCountingSIGKILLWithInstance repeats the test with a
+// fixed -instance, on less input.
+//
 // Set GRETE_CRASH_SEED to replay a run's input and kill points.
 func TestCrashCountingSIGKILL(t *testing.T) {
+	crashCounting(t, crashEvents, nil)
+}
+
+func TestCrashCountingSIGKILLWithInstance(t *testing.T) {
+	crashCounting(t, crashEvents/2, []string{"-instance", "crash"})
+}
+
+func crashCounting(t *testing.T, events int, extraArgs []string) {
 	seed := testkit.CrashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0xc4a5))
 
@@ -52,7 +64,7 @@ func TestCrashCountingSIGKILL(t *testing.T) {
 	b := testkit.Broker(t)
 	addrs := b.Addrs()
 	testkit.CreateTopic(t, addrs, e2eInput, crashPartitions, nil)
-	recs, want := testInput(t, seed, crashEvents, crashExperiments)
+	recs, want := testInput(t, seed, events, crashExperiments)
 	wantTop := refTop(crashTop, want)
 
 	// The producer holds back each sixth of the input until one more kill
@@ -101,8 +113,8 @@ func TestCrashCountingSIGKILL(t *testing.T) {
 		if run >= fresh {
 			dir = newDir
 		}
-		return []string{"-brokers", strings.Join(addrs, ","), "-generate", "0", "-window", "300ms", "-commit", "50ms",
-			"-top", strconv.Itoa(crashTop), "-quiet", "-duration", "5m", "-data-dir", dir, "-instance", "crash"}
+		return append([]string{"-brokers", strings.Join(addrs, ","), "-generate", "0", "-window", "300ms", "-commit", "50ms",
+			"-top", strconv.Itoa(crashTop), "-quiet", "-duration", "5m", "-data-dir", dir}, extraArgs...)
 	}
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 	var (
@@ -154,7 +166,7 @@ func TestCrashCountingSIGKILL(t *testing.T) {
 			if err != nil {
 				return false
 			}
-			return sum > before || (!producing && sum == crashEvents)
+			return sum > before || (!producing && sum == int64(events))
 		}, "run %d made no progress", c.Run)
 		// A random kill point, a short while after progress.
 		delay := time.Duration(rng.IntN(700)) * time.Millisecond
@@ -167,7 +179,7 @@ func TestCrashCountingSIGKILL(t *testing.T) {
 		c.Signal(t, syscall.SIGKILL)
 		c.Wait(t, 10*time.Second)
 		kills++
-		if n := produced.Load(); n < crashEvents {
+		if n := produced.Load(); n < int64(events) {
 			duringInput++
 		}
 		sum, _ := testkit.CommittedSum(adm, e2eCountJob, e2eInput)
@@ -256,7 +268,7 @@ func TestCrashCountingSIGKILL(t *testing.T) {
 	if last := gs[len(gs)-1]; !slices.Equal(last.Top, wantTop) {
 		t.Errorf("the last global top is %v, want %v", last.Top, wantTop)
 	}
-	t.Logf("%d events over %d experiments counted exactly; %d global tops written; top 3: %v", crashEvents, len(want), len(gs), wantTop[:3])
+	t.Logf("%d events over %d experiments counted exactly; %d global tops written; top 3: %v", events, len(want), len(gs), wantTop[:3])
 }
 
 // crashProduce writes recs into the input in chunks, at a bounded pace,

@@ -7,6 +7,9 @@ package testkit
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -197,4 +200,77 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		}
 		<-tick.C
 	}
+}
+
+// Restartable is an embedded broker that a test can stop and start again
+// on the same port and data directory, as an operator restarts a broker:
+// clients see their connections refused meanwhile, and the data, topics
+// and groups come back.
+type Restartable struct {
+	t    testing.TB
+	port int
+	dir  string
+	opts []kfake.Opt
+	mu   sync.Mutex
+	b    *embedded.Broker
+}
+
+// RestartableBroker starts a Restartable broker, stopped at cleanup.
+func RestartableBroker(t testing.TB, opts ...kfake.Opt) *Restartable {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	r := &Restartable{t: t, port: port, dir: t.TempDir(), opts: opts}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Addrs are the broker's "host:port" addresses, the same across restarts.
+func (r *Restartable) Addrs() []string { return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))} }
+
+// Stop stops the broker, persisting its data; it does nothing when stopped.
+func (r *Restartable) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.b != nil {
+		r.b.Close()
+		r.b = nil
+	}
+}
+
+// Start starts the stopped broker again. The port may take a moment to be
+// free again: Start retries for a few seconds.
+func (r *Restartable) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.b != nil {
+		return
+	}
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r.b, err = embedded.Start(embedded.Options{Port: r.port, DataDir: r.dir, Extra: r.opts})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the port is not free yet: nothing to wait on
+	}
+	if err != nil {
+		r.t.Fatalf("start the broker on port %d again: %v", r.port, err)
+	}
+}
+
+// Cluster is the running broker's cluster (nil while stopped).
+func (r *Restartable) Cluster() *kfake.Cluster {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.b == nil {
+		return nil
+	}
+	return r.b.Cluster
 }

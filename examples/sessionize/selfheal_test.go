@@ -1,0 +1,142 @@
+package main
+
+import (
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grete-go/grete/internal/crashkit"
+	"github.com/grete-go/grete/internal/testkit"
+	"github.com/grete-go/grete/task"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The self-healing tests: the job run with the README's flags keeps going,
+// exactly, through what its operators do to it.
+
+// TestCrashLoopSessionize kills the job ten times, 0.3 to 1.5 s after each
+// start, restarting it at once each time (a supervisor with a job that
+// keeps dying), while events flow. The process left running must run
+// every task within the session timeout + 5 s of its start and process
+// the input produced after the loop within the session timeout + 10 s;
+// then every session's last snapshot must equal the reference's.
+func TestCrashLoopSessionize(t *testing.T) {
+	seed := testkit.CrashSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 0x100b))
+	bin := testkit.Build(t, ".")
+	b := testkit.Broker(t)
+	addrs := b.Addrs()
+	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
+	recs := selfhealInput(t, seed, 60_000)
+	during, after := recs[:len(recs)/2], recs[len(recs)/2:]
+	prod := testkit.ProduceInBackground(t, addrs, crashInput, during, 500, 50*time.Millisecond)
+
+	live, all := crashkit.Loop(t, bin, append(crashArgs(addrs, t.TempDir()), "-log-level", "debug"), crashkit.LoopKills, rng, 0)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the last run's stderr:\n%s", live.Stderr.Tail(16<<10))
+		}
+	})
+	took := crashkit.WaitAllTasks(t, live, crashPartitions, task.DefaultSessionTimeout+5*time.Second)
+	t.Logf("after %d kills, the last run (%d) ran every task %s after it started", len(all)-1, live.Run, took.Round(time.Millisecond))
+
+	prod.Wait(t, time.Minute)
+	testkit.Produce(t, addrs, crashInput, after)
+	adm := kadm.NewClient(testkit.Client(t, addrs))
+	produced := time.Now()
+	testkit.WaitCaughtUp(t, adm, crashGroup, crashInput, crashPartitions, task.DefaultSessionTimeout+10*time.Second, func() {
+		if live.Exited() {
+			t.Fatalf("the last run exited on its own: %v", live.Err())
+		}
+	})
+	t.Logf("the input produced after the loop was processed and checkpointed %s after it was produced", time.Since(produced).Round(time.Millisecond))
+	stopAfterIdleWindows(t, live)
+	res, _ := verifyRun(t, addrs, adm, recs)
+	t.Logf("%d events: %d sessions (%d closed); %d snapshots", len(recs), res.sessions, res.finals, res.snapshots)
+}
+
+// TestBrokerRestartSessionize restarts the job's broker twice while events
+// flow: stopped, then started again on the same port and data directory
+// after 3 s, and later after 20 s (longer than the session timeout, so the
+// job's membership lapses meanwhile). The job must not exit, and every
+// session's last snapshot must equal the reference's.
+func TestBrokerRestartSessionize(t *testing.T) {
+	seed := testkit.CrashSeed(t)
+	bin := testkit.Build(t, ".")
+	br := testkit.RestartableBroker(t)
+	addrs := br.Addrs()
+	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
+	recs := selfhealInput(t, seed, 120_000)
+	// 4k events/s: production spans both restarts.
+	prod := testkit.ProduceInBackground(t, addrs, crashInput, recs, 200, 50*time.Millisecond)
+	job := testkit.Start(t, bin, append(crashArgs(addrs, t.TempDir()), "-log-level", "debug"), 0)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("job stderr:\n%s", job.Stderr.Tail(32<<10))
+		}
+	})
+	crashkit.WaitAllTasks(t, job, crashPartitions, task.DefaultSessionTimeout+5*time.Second)
+	adm := kadm.NewClient(testkit.Client(t, addrs))
+	progress := func(what string) {
+		t.Helper()
+		before, _ := testkit.CommittedSum(adm, crashGroup, crashInput)
+		testkit.Eventually(t, 2*task.DefaultSessionTimeout+20*time.Second, func() bool {
+			if job.Exited() {
+				t.Fatalf("the job exited: %v", job.Err())
+			}
+			sum, err := testkit.CommittedSum(adm, crashGroup, crashInput)
+			return err == nil && sum > before
+		}, "no progress %s", what)
+	}
+	progress("before the first restart")
+	for _, outage := range []time.Duration{3 * time.Second, 20 * time.Second} {
+		br.Stop()
+		stopped := time.Now()
+		// The outage is what this test is about: nothing to wait for.
+		time.Sleep(outage)
+		if job.Exited() {
+			t.Fatalf("the job exited during a %s outage: %v", outage, job.Err())
+		}
+		br.Start()
+		t.Logf("broker stopped for %s", time.Since(stopped).Round(time.Millisecond))
+		progress("after a " + outage.String() + " outage")
+	}
+	prod.Wait(t, 2*time.Minute)
+	testkit.WaitCaughtUp(t, adm, crashGroup, crashInput, crashPartitions, 2*time.Minute, func() {
+		if job.Exited() {
+			t.Fatalf("the job exited: %v", job.Err())
+		}
+	})
+	stopAfterIdleWindows(t, job)
+	res, ref := verifyRun(t, addrs, adm, recs)
+	t.Logf("%d events: %d sessions (%d closed), %d late; %d snapshots", len(recs), res.sessions, res.finals, len(ref.late), res.snapshots)
+}
+
+// selfhealInput is n events of the crash tests' traffic, keyed by visitor.
+func selfhealInput(t *testing.T, seed uint64, n int) []*kgo.Record {
+	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
+	return records(t, simulate(cfg, n, time.UnixMilli(t0), 10*time.Millisecond))
+}
+
+// stopAfterIdleWindows waits until every task of c logs an idle window (no
+// event since its previous Window, which therefore sent every snapshot),
+// then stops c gracefully: its final commit waits until Kafka has
+// acknowledged them. c must log at debug level.
+func stopAfterIdleWindows(t *testing.T, c *testkit.Child) {
+	t.Helper()
+	from := c.Stderr.Len()
+	testkit.Eventually(t, time.Minute, func() bool {
+		idle := map[string]bool{}
+		for _, m := range crashIdleLine.FindAllStringSubmatch(c.Stderr.From(from), -1) {
+			idle[m[1]] = true
+		}
+		return len(idle) == crashPartitions
+	}, "not every task ran an idle window after catching up")
+	c.Signal(t, syscall.SIGTERM)
+	c.Wait(t, 45*time.Second)
+	if c.Err() != nil {
+		t.Fatalf("job exited with %v after SIGTERM, want exit code 0", c.Err())
+	}
+}
