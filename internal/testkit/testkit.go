@@ -231,7 +231,9 @@ func RestartableBroker(t testing.TB, opts ...kfake.Opt) *Restartable {
 }
 
 // Addrs are the broker's "host:port" addresses, the same across restarts.
-func (r *Restartable) Addrs() []string { return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))} }
+func (r *Restartable) Addrs() []string {
+	return []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))}
+}
 
 // Stop stops the broker, persisting its data; it does nothing when stopped.
 func (r *Restartable) Stop() {
