@@ -15,7 +15,11 @@
 //     Fail stops the task with a *task.ProcessError naming the message;
 //     Skip and DeadLetter count the message and go on, DeadLetter copying it
 //     to the dead-letter topic with the runner's headers. Panics become
-//     *task.PanicError values, with the stack.
+//     *task.PanicError values, with the stack. Whatever the policy, the
+//     store writes of a call that failed are rolled back, so none of them
+//     is committed (what it sent before it failed is sent: outputs are at
+//     least once). A test in this package runs the same task in a job
+//     and in a Driver and checks that they agree.
 //   - Window runs once per elapsed Window period of the driver's clock,
 //     which moves only when the test calls [Driver.Advance]. A task that
 //     does not implement task.WindowableTask is never windowed.

@@ -366,11 +366,15 @@ func (d *Driver) inputList() string {
 // process hands m to the task and applies the error policy.
 func (d *Driver) process(ctx context.Context, m stream.Message) error {
 	p := &port{d: d, ctx: ctx}
+	d.savepoint()
 	err := safeCall(func() error { return d.task.Process(ctx, m, p, p) })
 	p.done.Store(true)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil {
+		// As in a job: a failed message leaves no writes behind, whatever
+		// the policy.
+		d.rollback()
 		switch d.cfg.policy {
 		case task.Skip:
 			d.log.Warn("skipping message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
@@ -391,6 +395,20 @@ func (d *Driver) process(ctx context.Context, m stream.Message) error {
 	d.offsets[m.Position()] = m.Offset + 1
 	d.dirty = true
 	return nil
+}
+
+// savepoint and rollback bracket one call into the task, for every store,
+// as the job's runner does.
+func (d *Driver) savepoint() {
+	for _, s := range d.stores {
+		s.Savepoint()
+	}
+}
+
+func (d *Driver) rollback() {
+	for _, s := range d.stores {
+		s.Rollback()
+	}
 }
 
 // deadLetter builds the dead-letter copy of m, with the same headers the
@@ -552,6 +570,7 @@ func (d *Driver) Advance(ctx context.Context, dt time.Duration) error {
 // window calls the task's Window once.
 func (d *Driver) window(ctx context.Context) error {
 	p := &port{d: d, ctx: ctx}
+	d.savepoint()
 	err := safeCall(func() error { return d.wt.Window(ctx, p, p) })
 	p.done.Store(true)
 	d.mu.Lock()
@@ -559,6 +578,7 @@ func (d *Driver) window(ctx context.Context) error {
 	d.stats.WindowCalls++
 	d.nextWindow = d.now.Add(d.cfg.window)
 	if err != nil {
+		d.rollback()
 		err = fmt.Errorf("task %s: window: %w", d.name, err)
 		d.stopLocked("window failed")
 		return err
