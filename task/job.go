@@ -106,9 +106,11 @@ type Job struct {
 	// stop; default 30 s.
 	ShutdownTimeout time.Duration
 	// CommitTimeout bounds one commit: waiting for the acknowledgement of
-	// outputs and writing the checkpoint, retries included. A commit that
-	// cannot finish in time (the cluster is unreachable) fails the task;
-	// default 2 minutes.
+	// outputs and writing the checkpoint, retries included; default 2
+	// minutes. It is also how long the job waits for a cluster it cannot
+	// reach: a broker that restarts or a short outage costs nothing but
+	// time (records are retried, tasks resume), while a cluster unreachable
+	// for longer ends Run with an error that says since when.
 	CommitTimeout time.Duration
 	// Checkpoints overrides where checkpoints are kept; default a
 	// checkpoint.Kafka on "<Name>-checkpoints". Run does not close a
@@ -124,22 +126,32 @@ type Job struct {
 	// with the same InstanceID gets its tasks back at once, without
 	// waiting for the session timeout and without a rebalance of the
 	// other members (a graceful stop leaves the group, handing its tasks
-	// over at once). Two running processes must never share one. Default, for a job with
-	// Stores: derived from the host name and the absolute path of
-	// <DataDir>/<Name>, which one process at a time holds (Run locks it),
-	// so a restart keeps its identity and finds its state. Default for a
-	// job without stores: none (dynamic membership; a killed process's
-	// tasks move after SessionTimeout, a restarted one joins as new).
+	// over at once). Two running processes must never share one. Default,
+	// for a job with Stores: derived from the host name and the absolute
+	// path of <DataDir>/<Name>, which one process at a time holds (Run
+	// locks it), so a restart keeps its identity and finds its state.
+	// Default for a job without stores: none (dynamic membership). A
+	// process then takes the first free slot (a lock file under
+	// <DataDir>/<Name>/members) and, on start, removes from the group the
+	// members that dead processes in its slot left behind: a process that
+	// a supervisor restarts after a crash, on the same machine, takes over
+	// at once too. A killed process that is not restarted there is noticed
+	// after SessionTimeout.
 	InstanceID string
 	// SessionTimeout is how long the group waits for a process that
 	// stopped heartbeating (e.g. killed) before moving its tasks; default
 	// 10 s. A process that stops gracefully hands its tasks over at once.
+	// A process that cannot reach the group's coordinator for this long
+	// takes its membership as lost: its tasks close without committing
+	// (another process may have them now), and it joins again.
 	SessionTimeout time.Duration
-	// RebalanceTimeout bounds how long a rebalance waits for a process to
-	// hand over a task (finish the current message and commit); default
-	// 60 s. A task that cannot hand over in half that time is fenced: it
-	// closes without committing, and its new owner redoes the work since
-	// the last checkpoint.
+	// RebalanceTimeout bounds how long a task may take to hand over when
+	// the group moves it away (finish the current message and commit);
+	// default 60 s. A task that cannot hand over in half that time is
+	// fenced: it closes without committing, and its new owner redoes the
+	// work since the last checkpoint. (Rebalances themselves do not wait
+	// for handovers: members join again at once and a moving task is
+	// withheld until its old owner has released it.)
 	RebalanceTimeout time.Duration
 	// Standbys is how many other processes keep a standby copy of each
 	// task's stores, by following its changelog up to its latest

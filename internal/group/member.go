@@ -23,15 +23,29 @@
 //
 // # Brokers differ
 //
-// Apache Kafka starts a member's session timer when it answers the member's
-// join. The in-process broker Grete tests against (kfake) does not when the
-// answer cannot be delivered: a member killed while waiting for its first
-// join stays in the group, with whatever the leader assigned it, until a
-// later rebalance completes without it. So the leader asks for one more
-// rebalance (a probe) whenever it assigned partitions to a member in its
-// first join: a live member joins again at once, a dead one does not and
-// is dropped after the rebalance timeout. Against Kafka the probe is one
-// quick extra round.
+// Grete relies on what Apache Kafka does, and copes with what the
+// in-process broker it tests against (kfake) does differently:
+//
+//   - Kafka starts a member's session timer when it answers the member's
+//     join. kfake starts it only when the answer is delivered: a member
+//     killed while it waited for its first join stays in the group, with
+//     whatever the leader assigned it, until a later rebalance completes
+//     without it (and a member whose sync the leader's sync completed stays
+//     too). So the leader asks for one more rebalance (a probe) whenever it
+//     assigned partitions to a member in its first join: a live member
+//     joins again at once, a dead one does not and is dropped after the
+//     rebalance timeout. Against Kafka the probe is one quick extra round.
+//   - Kafka keeps a member that waits in JoinGroup alive; kfake lets its
+//     session lapse meanwhile, and never answers its join. Members
+//     heartbeat on their own connection while they wait, which keeps them
+//     alive there and is harmless on Kafka.
+//   - kfake restarts a rebalance's timer whenever a member comes or goes,
+//     so a rebalance can take longer than the rebalance timeout: joins are
+//     waited for longer than that (the session timeout more, plus 5 s).
+//
+// The rebalance timeout told to the broker is a few seconds: members join
+// at their next heartbeat whatever they are handing over, and a short
+// timeout drops a member that died while it joined soon.
 package group
 
 import (
