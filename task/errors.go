@@ -80,6 +80,20 @@ type PanicError struct {
 
 func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v\n%s", e.Value, e.Stack) }
 
+// ErrUnreachable matches (errors.Is) the error of a Run that ended
+// because the Kafka cluster could not be reached for Job.CommitTimeout; the
+// error's message says since when. Run the job again once the cluster is
+// back: it resumes from its checkpoints, with nothing lost.
+var ErrUnreachable = errors.New("task: the Kafka cluster is unreachable")
+
+// unreachableError marks an error of the cluster being unreachable as
+// ErrUnreachable, keeping its message.
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string        { return e.err.Error() }
+func (e unreachableError) Unwrap() error        { return e.err }
+func (e unreachableError) Is(target error) bool { return target == ErrUnreachable }
+
 // ErrStopping is returned by Collector.Send when the job is stopping at once
 // and can no longer guarantee delivery.
 var ErrStopping = errors.New("task: job is stopping")

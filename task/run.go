@@ -97,6 +97,9 @@ func (j *Job) Run(ctx context.Context) (err error) {
 			log.Info("stopped while starting", "err", err)
 			return nil
 		}
+		if ue := (*kafka.UnreachableError)(nil); errors.As(err, &ue) {
+			return unreachableError{err}
+		}
 		return err
 	}
 	if !j.running.CompareAndSwap(nil, c) {
@@ -440,6 +443,11 @@ func (c *container) run(ctx context.Context) error {
 	c.failMu.Lock()
 	all := append([]error{gerr}, c.failures...)
 	c.failMu.Unlock()
+	for i, e := range all {
+		if ue := (*kafka.UnreachableError)(nil); errors.As(e, &ue) {
+			all[i] = unreachableError{e}
+		}
+	}
 	err := errors.Join(all...)
 	if err == nil {
 		c.log.Info("job stopped cleanly")
@@ -521,11 +529,12 @@ func (c *container) unreachable(err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	// The coordinator kept silent for most of the commit too.
 	since := c.grp.member.LastAck()
-	if since.IsZero() || time.Since(since) < c.job.sessionTimeout() {
+	if since.IsZero() || time.Since(since) < c.job.commitTimeout()/2 {
 		return err
 	}
-	return &kafka.UnreachableError{What: "wait for acknowledgements", Since: since, Err: err}
+	return &kafka.UnreachableError{Since: since, Err: err}
 }
 
 // retry runs fn until it succeeds, fails for good, ctx ends, or the

@@ -389,13 +389,16 @@ func (r *runner) writeCheckpoint(ctx context.Context, cp checkpoint.Checkpoint) 
 	for {
 		until, err := r.c.grp.waitValid(ctx, r.lease)
 		if err != nil {
-			return err
+			return r.c.unreachable(err)
 		}
 		wctx, cancel := context.WithDeadline(ctx, until)
 		err = r.c.cps.Write(wctx, cp)
 		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) {
 			return err
+		}
+		if ctx.Err() != nil {
+			return r.c.unreachable(err)
 		}
 	}
 }

@@ -88,18 +88,27 @@ func decodeEvent(b []byte, e *Event) error {
 	if !isNull(r.TS) {
 		ts, err := parseMillis(r.TS)
 		if err != nil {
-			return &FieldError{"ts", fmt.Errorf("want whole Unix milliseconds, got %s: %w", kindOf(r.TS), err)}
+			return &FieldError{"ts", numberError("whole Unix milliseconds", r.TS, err)}
 		}
 		e.TS = ts
 	}
 	if !isNull(r.Revenue) {
 		a, err := parseAmount(r.Revenue)
 		if err != nil {
-			return &FieldError{"revenue", fmt.Errorf("want a number, got %s: %w", kindOf(r.Revenue), err)}
+			return &FieldError{"revenue", numberError("a number", r.Revenue, err)}
 		}
 		e.Revenue = a
 	}
 	return nil
+}
+
+// numberError says why raw is not the number wanted: another kind of
+// value, or a number out of range or with a fraction.
+func numberError(want string, raw json.RawMessage, err error) error {
+	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
+		return fmt.Errorf("want %s, got %s", want, kindOf(raw))
+	}
+	return fmt.Errorf("want %s, got %s: %w", want, kindOf(raw), err)
 }
 
 func isNull(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }

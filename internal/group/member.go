@@ -233,6 +233,15 @@ func (m *Member) joinSync(ctx context.Context, reason string) error {
 		case <-m.rejoin:
 		default:
 		}
+		// A loss the heartbeats found while joins keep failing (the
+		// coordinator is away): what the member holds must stop now.
+		select {
+		case l := <-m.lostCh:
+			if m.current(l.id, l.gen) {
+				m.lose(l.err)
+			}
+		default:
+		}
 		data, err := m.h.UserData()
 		if err != nil {
 			return fmt.Errorf("group %q: describe member: %w", m.cfg.Group, err)
@@ -281,7 +290,7 @@ func (m *Member) joinSync(ctx context.Context, reason string) error {
 				}
 			}
 			if m.cfg.Patience > 0 && time.Since(failing) > m.cfg.Patience && kafka.Transient(err) {
-				return &kafka.UnreachableError{What: fmt.Sprintf("join group %q", m.cfg.Group), Since: failing, Err: err}
+				return &kafka.UnreachableError{Since: failing, Err: err}
 			}
 			if ctx.Err() == nil {
 				m.log.Warn("joining the group failed; retrying", "group", m.cfg.Group, "err", err, "backoff", bo.next())

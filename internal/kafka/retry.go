@@ -92,14 +92,19 @@ func (e permanentError) Unwrap() error { return e.error }
 // reason that may pass (see Transient) for longer than the caller's
 // patience.
 type UnreachableError struct {
-	What  string    // the request
+	What string // the request, when Err does not say it
+
 	Since time.Time // its first failure
 	Err   error     // its last failure
 }
 
 func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("%s: the Kafka cluster has been unreachable since %s (%s): %v",
-		e.What, e.Since.Format(time.TimeOnly), time.Since(e.Since).Round(time.Second), e.Err)
+	msg := fmt.Sprintf("the Kafka cluster has been unreachable since %s (%s): %v",
+		e.Since.Format(time.TimeOnly), time.Since(e.Since).Round(time.Second), e.Err)
+	if e.What != "" {
+		msg = e.What + ": " + msg
+	}
+	return msg
 }
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
