@@ -131,14 +131,7 @@ func crashRouter(t *testing.T, events int, extraArgs []string, soak bool) {
 		}, "router run %d made no progress within the session timeout + 5 s of its start", run)
 		// A random kill point, a short while after progress.
 		delay := time.Duration(rng.IntN(700)) * time.Millisecond
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-c.Done():
-			t.Fatalf("router run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
-		}
-		c.Signal(t, syscall.SIGKILL)
-		c.Wait(t, 10*time.Second)
+		crashkit.KillAfter(t, c, delay)
 		kills++
 		t.Logf("run %d: killed %v after progress (%s since start)", run, delay, time.Since(start).Round(time.Millisecond))
 	}

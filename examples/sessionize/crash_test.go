@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -126,14 +125,7 @@ func crashSessionize(t *testing.T, events, minKills, maxKills int, extraArgs []s
 		}, "run %d did not get past %d events", run, at[run])
 		// A random kill point, a short while after that.
 		delay := time.Duration(rng.IntN(700)) * time.Millisecond
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-c.Done():
-			t.Fatalf("run %d exited on its own: %v\n%s", run, c.Err(), c.Stderr.Tail(8<<10))
-		}
-		c.Signal(t, syscall.SIGKILL)
-		c.Wait(t, 10*time.Second)
+		crashkit.KillAfter(t, c, delay)
 		sum, _ := testkit.CommittedSum(adm, crashGroup, crashInput)
 		t.Logf("run %d (%s data dir): killed %v after %d events were checkpointed; %d at the kill (%s since start)",
 			run, map[bool]string{true: "fresh", false: "first"}[d == freshDir], delay, at[run], sum, time.Since(start).Round(time.Millisecond))
@@ -153,23 +145,8 @@ func crashSessionize(t *testing.T, events, minKills, maxKills int, extraArgs []s
 			t.Fatalf("final run exited on its own: %v", final.Err())
 		}
 	})
-	// Every event is processed. Wait until every task logs an idle window
-	// (no event since its previous Window, which therefore sent every
-	// snapshot); the graceful stop's final commit then waits until Kafka
-	// has acknowledged them.
-	caughtUp := final.Stderr.Len()
-	testkit.Eventually(t, time.Minute, func() bool {
-		idle := map[string]bool{}
-		for _, m := range crashIdleLine.FindAllStringSubmatch(final.Stderr.From(caughtUp), -1) {
-			idle[m[1]] = true
-		}
-		return len(idle) == crashPartitions
-	}, "not every task ran an idle window after catching up")
-	final.Signal(t, syscall.SIGTERM)
-	final.Wait(t, 45*time.Second)
-	if final.Err() != nil {
-		t.Fatalf("job exited with %v after SIGTERM, want exit code 0", final.Err())
-	}
+	// Every event is processed: stop once every snapshot is sent.
+	stopAfterIdleWindows(t, final)
 	t.Logf("%d kills; caught up and stopped cleanly %s after start", kills, time.Since(start).Round(time.Millisecond))
 
 	res, ref := verifyRun(t, addrs, adm, recs)

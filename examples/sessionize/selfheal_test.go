@@ -1,7 +1,6 @@
 package main
 
 import (
-	"math/rand/v2"
 	"syscall"
 	"testing"
 	"time"
@@ -24,36 +23,17 @@ import (
 // then every session's last snapshot must equal the reference's.
 func TestCrashLoopSessionize(t *testing.T) {
 	seed := testkit.CrashSeed(t)
-	rng := rand.New(rand.NewPCG(seed, 0x100b))
 	bin := testkit.Build(t, ".")
 	b := testkit.Broker(t)
 	addrs := b.Addrs()
 	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
 	recs := selfhealInput(t, seed, 60_000)
-	during, after := recs[:len(recs)/2], recs[len(recs)/2:]
-	prod := testkit.ProduceInBackground(t, addrs, crashInput, during, 500, 50*time.Millisecond)
-
-	live, all := crashkit.Loop(t, bin, append(crashArgs(addrs, t.TempDir()), "-log-level", "debug"), crashkit.LoopKills, rng, 0)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("the last run's stderr:\n%s", live.Stderr.Tail(16<<10))
-		}
-	})
-	took := crashkit.WaitAllTasks(t, live, crashPartitions, task.DefaultSessionTimeout+5*time.Second)
-	t.Logf("after %d kills, the last run (%d) ran every task %s after it started", len(all)-1, live.Run, took.Round(time.Millisecond))
-
-	prod.Wait(t, time.Minute)
-	testkit.Produce(t, addrs, crashInput, after)
-	adm := kadm.NewClient(testkit.Client(t, addrs))
-	produced := time.Now()
-	testkit.WaitCaughtUp(t, adm, crashGroup, crashInput, crashPartitions, task.DefaultSessionTimeout+10*time.Second, func() {
-		if live.Exited() {
-			t.Fatalf("the last run exited on its own: %v", live.Err())
-		}
-	})
-	t.Logf("the input produced after the loop was processed and checkpointed %s after it was produced", time.Since(produced).Round(time.Millisecond))
+	live := crashkit.CrashLoop{
+		Bin: bin, Addrs: addrs, Group: crashGroup, Input: crashInput, Tasks: crashPartitions, Recs: recs, Seed: seed,
+		Args: append(crashArgs(addrs, t.TempDir()), "-log-level", "debug"),
+	}.Run(t)
 	stopAfterIdleWindows(t, live)
-	res, _ := verifyRun(t, addrs, adm, recs)
+	res, _ := verifyRun(t, addrs, kadm.NewClient(testkit.Client(t, addrs)), recs)
 	t.Logf("%d events: %d sessions (%d closed); %d snapshots", len(recs), res.sessions, res.finals, res.snapshots)
 }
 

@@ -170,14 +170,7 @@ func crashCounting(t *testing.T, events int, extraArgs []string) {
 		}, "run %d made no progress", c.Run)
 		// A random kill point, a short while after progress.
 		delay := time.Duration(rng.IntN(700)) * time.Millisecond
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-c.Done():
-			t.Fatalf("run %d exited on its own: %v\n%s", c.Run, c.Err(), c.Stderr.Tail(8<<10))
-		}
-		c.Signal(t, syscall.SIGKILL)
-		c.Wait(t, 10*time.Second)
+		crashkit.KillAfter(t, c, delay)
 		kills++
 		if n := produced.Load(); n < int64(events) {
 			duringInput++

@@ -18,6 +18,8 @@ import (
 	"github.com/grete-go/grete/checkpoint"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/stream"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Checkpoints loads the checkpoints of job's tasks task-0 .. task-(tasks-1)
@@ -130,6 +132,21 @@ const (
 	loopMaxGap = 1500 * time.Millisecond
 )
 
+// KillAfter SIGKILLs c after delay and waits for it to die, failing the
+// test if c exits on its own first.
+func KillAfter(t testing.TB, c *testkit.Child, delay time.Duration) {
+	t.Helper()
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-c.Done():
+		t.Fatalf("run %d exited on its own: %v\n%s", c.Run, c.Err(), c.Stderr.Tail(8<<10))
+	}
+	c.Signal(t, syscall.SIGKILL)
+	c.Wait(t, 10*time.Second)
+}
+
 // Loop starts bin with args, then kills the running process kills times
 // with SIGKILL, 0.3 to 1.5 s (rng) after it started, restarting it at once
 // each time. It returns the process left running; the children's run
@@ -139,19 +156,61 @@ func Loop(t testing.TB, bin string, args []string, kills int, rng *rand.Rand, fi
 	c := testkit.Start(t, bin, args, first)
 	all = append(all, c)
 	for i := range kills {
-		gap := loopMinGap + time.Duration(rng.Int64N(int64(loopMaxGap-loopMinGap)))
-		timer := time.NewTimer(gap)
-		select {
-		case <-timer.C:
-		case <-c.Done():
-			t.Fatalf("run %d exited on its own: %v\n%s", c.Run, c.Err(), c.Stderr.Tail(8<<10))
-		}
-		c.Signal(t, syscall.SIGKILL)
-		c.Wait(t, 10*time.Second)
+		KillAfter(t, c, loopMinGap+time.Duration(rng.Int64N(int64(loopMaxGap-loopMinGap))))
 		c = testkit.Start(t, bin, args, first+i+1)
 		all = append(all, c)
 	}
 	return c, all
+}
+
+// CrashLoop is the crash-loop test of an example: half the input is
+// produced while the job is killed LoopKills times and restarted at once
+// each time, the other half after. The process left running must run all
+// Tasks within the session timeout + 5 s of its start, and checkpoint the
+// whole input within the session timeout + 10 s of the second half's
+// production. It returns that process, still running; the caller stops it
+// and checks the outputs.
+type CrashLoop struct {
+	Bin   string
+	Args  []string
+	Addrs []string
+	Group string // the job's name
+	Input string
+	Tasks int
+	Recs  []*kgo.Record
+	Seed  uint64
+	// SessionTimeout is the job's; zero means the default.
+	SessionTimeout time.Duration
+}
+
+// Run runs the crash loop; see CrashLoop.
+func (cl CrashLoop) Run(t testing.TB) *testkit.Child {
+	t.Helper()
+	st := cl.SessionTimeout
+	if st == 0 {
+		st = 10 * time.Second // task.DefaultSessionTimeout
+	}
+	during, after := cl.Recs[:len(cl.Recs)/2], cl.Recs[len(cl.Recs)/2:]
+	prod := testkit.ProduceInBackground(t, cl.Addrs, cl.Input, during, 500, 50*time.Millisecond)
+	live, all := Loop(t, cl.Bin, cl.Args, LoopKills, rand.New(rand.NewPCG(cl.Seed, 0x100b)), 0)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the last run's stderr:\n%s", live.Stderr.Tail(16<<10))
+		}
+	})
+	took := WaitAllTasks(t, live, cl.Tasks, st+5*time.Second)
+	t.Logf("after %d kills, the last run (%d) ran every task %s after it started", len(all)-1, live.Run, took.Round(time.Millisecond))
+	prod.Wait(t, time.Minute)
+	testkit.Produce(t, cl.Addrs, cl.Input, after)
+	adm := kadm.NewClient(testkit.Client(t, cl.Addrs))
+	produced := time.Now()
+	testkit.WaitCaughtUp(t, adm, cl.Group, cl.Input, int32(cl.Tasks), st+10*time.Second, func() {
+		if live.Exited() {
+			t.Fatalf("the last run exited on its own: %v", live.Err())
+		}
+	})
+	t.Logf("the input produced after the loop was processed and checkpointed %s after it was produced", time.Since(produced).Round(time.Millisecond))
+	return live
 }
 
 // WaitAllTasks waits until c says it runs all tasks tasks of its job, and
