@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
 )
@@ -33,12 +32,12 @@ type KafkaOptions struct {
 // input offsets to the job's consumer group (for a partition several tasks
 // read, the smallest offset), so standard lag tools see the job.
 type Kafka struct {
-	conn   *kafka.Conn
-	sp     sarama.SyncProducer
-	topic  string
-	group  string
-	mirror bool
-	log    *slog.Logger
+	conn     *kafka.Conn
+	producer *kafka.Producer
+	topic    string
+	group    string
+	mirror   bool
+	log      *slog.Logger
 
 	mu     sync.Mutex
 	next   int64 // next offset of the checkpoint topic to read
@@ -49,18 +48,11 @@ type Kafka struct {
 
 // NewKafka connects to the cluster, creates the checkpoint topic if it is
 // missing (compacted, one partition) and refuses one that is not compacted.
-func NewKafka(kc stream.KafkaConfig, job string, opts KafkaOptions) (*Kafka, error) {
+func NewKafka(ctx context.Context, kc stream.KafkaConfig, job string, opts KafkaOptions) (*Kafka, error) {
 	if job == "" {
 		return nil, errors.New("checkpoint: job name is empty")
 	}
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return nil, err
-	}
-	// The manager reads only up to an end it knows: a fetch waiting for
-	// new data would only hold the connection.
-	cfg.Consumer.MaxWaitTime = 10 * time.Millisecond
-	conn, err := kafka.Dial(cfg, kc.Brokers)
+	conn, err := kafka.Dial(ctx, kc, kafka.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
@@ -77,14 +69,13 @@ func NewKafka(kc stream.KafkaConfig, job string, opts KafkaOptions) (*Kafka, err
 	if k.log == nil {
 		k.log = slog.Default()
 	}
-	if err := conn.EnsureTopic(kafka.TopicSpec{Name: k.topic, Partitions: 1, Compact: true}); err != nil {
+	if err := conn.EnsureTopic(ctx, kafka.TopicSpec{Name: k.topic, Partitions: 1, Compact: true}); err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	k.sp, err = sarama.NewSyncProducerFromClient(conn.Client)
-	if err != nil {
+	if k.producer, err = conn.NewProducer(); err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("checkpoint: start producer: %w", err)
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	return k, nil
 }
@@ -114,72 +105,35 @@ func (k *Kafka) Load(ctx context.Context, task string) (Checkpoint, bool, error)
 	return c, true, nil
 }
 
+// catchUp reads the checkpoint topic from where the last read stopped up
+// to its end as of now.
 func (k *Kafka) catchUp(ctx context.Context) error {
 	p := stream.Partition{Topic: k.topic}
-	hwm, err := k.conn.HighWatermark(p)
+	hwm, err := k.conn.HighWatermark(ctx, p)
 	if err != nil {
 		return fmt.Errorf("checkpoint: read end of %s: %w", p, err)
 	}
 	if k.next >= hwm {
 		return nil
 	}
-	start := k.next
-	if start == 0 {
-		start = sarama.OffsetOldest // compaction moves the log start
+	from := k.next
+	if from == 0 {
+		from = kafka.Oldest // compaction moves the log start
 	}
-	pc, err := k.conn.Consumer.ConsumePartition(k.topic, 0, start)
-	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-		pc, err = k.conn.Consumer.ConsumePartition(k.topic, 0, sarama.OffsetOldest)
-	}
-	if err != nil {
-		return fmt.Errorf("checkpoint: read %s: %w", p, err)
-	}
-	// Wait until the consumer is gone (its errors channel closes after
-	// sarama has released the partition): the next Load reads the same
-	// partition, and sarama refuses a partition consumed twice. The wait
-	// is at most one short fetch.
-	defer func() {
-		pc.AsyncClose()
-		go func() {
-			for range pc.Messages() {
-			}
-		}()
-		for range pc.Errors() {
-		}
-	}()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	idle := time.NewTicker(100 * time.Millisecond)
-	defer idle.Stop()
-	quiet := 0 // ticks without a message
-	for k.next < hwm {
-		select {
-		case <-idle.C:
-			// Grete writes the last record itself, so it exists; but a
-			// control record written by another tool could end the
-			// partition. Once the consumer has fetched up to hwm and a
-			// whole second passed without a message, nothing is left.
-			if quiet++; quiet >= 10 && pc.HighWaterMarkOffset() >= hwm {
-				k.next = hwm // nothing is left below hwm: start there next time
-				return nil
-			}
-		case m, ok := <-pc.Messages():
-			if !ok {
-				return fmt.Errorf("checkpoint: read %s: the consumer stopped before offset %d", p, hwm)
-			}
-			quiet = 0
-			if m.Value == nil {
-				delete(k.latest, string(m.Key))
+	err = k.conn.ReadRange(ctx, p, from, hwm-1, 4096, func(rs []kafka.Record) error {
+		for _, r := range rs {
+			if r.Value == nil {
+				delete(k.latest, string(r.Key))
 			} else {
-				k.latest[string(m.Key)] = m.Value
+				k.latest[string(r.Key)] = r.Value
 			}
-			k.next = m.Offset + 1
-		case e := <-pc.Errors():
-			return fmt.Errorf("checkpoint: read %s: %w", p, e.Err)
-		case <-ctx.Done():
-			return fmt.Errorf("checkpoint: read %s up to offset %d: %w", p, hwm, ctx.Err())
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
+	k.next = hwm
 	return nil
 }
 
@@ -190,10 +144,13 @@ func (k *Kafka) Write(ctx context.Context, c Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	msg := &sarama.ProducerMessage{Topic: k.topic, Partition: 0, Key: sarama.StringEncoder(c.Task), Value: sarama.ByteEncoder(b)}
+	m := &stream.Outgoing{Topic: k.topic, Partition: 0, HasPartition: true, Key: []byte(c.Task), Value: b}
 	backoff := 100 * time.Millisecond
 	for {
-		err = k.send(ctx, msg)
+		t := kafka.NewTracker()
+		if err = k.producer.Send(ctx, t, m, 0); err == nil {
+			err = t.Wait(ctx)
+		}
 		if err == nil {
 			break
 		}
@@ -216,31 +173,13 @@ func (k *Kafka) Write(ctx context.Context, c Checkpoint) error {
 	}
 	k.mu.Unlock()
 	if len(offsets) > 0 {
-		if err := k.conn.CommitGroupOffsets(k.group, offsets); err != nil {
+		if err := k.conn.CommitGroupOffsets(ctx, k.group, offsets); err != nil {
 			// The checkpoint topic is the source of truth; the mirror only
 			// informs lag tools, so a failure is reported, not fatal.
 			k.log.Warn("mirroring checkpoint to consumer group failed", "group", k.group, "err", err)
 		}
 	}
 	return nil
-}
-
-// send writes msg, giving up when ctx ends: the sync producer's own
-// retries and timeouts take no context, and a commit must not overrun its
-// timeout. A send given up on may still land; a later checkpoint of the
-// same task supersedes it.
-func (k *Kafka) send(ctx context.Context, msg *sarama.ProducerMessage) error {
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := k.sp.SendMessage(msg)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // noteMirror records task's offset for p and returns the smallest offset of
@@ -261,5 +200,5 @@ func (k *Kafka) noteMirror(task string, p stream.Partition, off int64) int64 {
 
 // Close implements Manager.
 func (k *Kafka) Close() error {
-	return errors.Join(k.sp.Close(), k.conn.Close())
+	return errors.Join(k.producer.Close(), k.conn.Close())
 }

@@ -28,7 +28,7 @@ func newKafka(t *testing.T, addrs []string, job string, opts checkpoint.KafkaOpt
 	if opts.Logger == nil {
 		opts.Logger = quiet()
 	}
-	k, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: addrs}, job, opts)
+	k, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs}, job, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, k.Close()) })
 	return k
@@ -59,9 +59,9 @@ func write(t *testing.T, m checkpoint.Manager, c checkpoint.Checkpoint) {
 }
 
 func TestKafkaRefusesEmptyJob(t *testing.T) {
-	_, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, "", checkpoint.KafkaOptions{})
+	_, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: []string{"127.0.0.1:1"}}, "", checkpoint.KafkaOptions{})
 	require.ErrorContains(t, err, "job name is empty")
-	_, err = checkpoint.NewKafka(stream.KafkaConfig{}, "job", checkpoint.KafkaOptions{})
+	_, err = checkpoint.NewKafka(context.Background(), stream.KafkaConfig{}, "job", checkpoint.KafkaOptions{})
 	require.ErrorContains(t, err, "no brokers")
 }
 
@@ -302,7 +302,7 @@ func TestKafkaRefusesTopicThatIsNotCompacted(t *testing.T) {
 	b := testkit.Broker(t)
 	del := "delete"
 	testkit.CreateTopic(t, b.Addrs(), "strict-checkpoints", 1, map[string]*string{"cleanup.policy": &del})
-	_, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: b.Addrs()}, "strict", checkpoint.KafkaOptions{Logger: quiet()})
+	_, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: b.Addrs()}, "strict", checkpoint.KafkaOptions{Logger: quiet()})
 	require.Error(t, err)
 	require.ErrorContains(t, err, `"strict-checkpoints"`)
 	require.ErrorContains(t, err, "cleanup.policy=delete")

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/grete-go/grete/checkpoint"
@@ -35,11 +34,7 @@ type container struct {
 	// request at a time per broker connection, and a fetch waits up to
 	// Consumer.MaxWaitTime for data: sharing it would hold produce
 	// requests (and so commits) behind idle fetches.
-	input *kafka.Conn
-	// restore reads changelogs when a task starts, with short fetch
-	// waits: a read stops at a known offset, and a fetch waiting for data
-	// past it would hold every other task's restore behind it.
-	restore    *kafka.Conn
+	input      *kafka.Conn
 	restoreSem chan struct{} // bounds the tasks restoring at once
 	producer   *kafka.Producer
 	cps        checkpoint.Manager
@@ -122,16 +117,12 @@ func (c *container) start(ctx context.Context) error {
 		}
 		c.lock = lock
 	}
-	cfg, err := kafka.Config(j.Kafka)
-	if err != nil {
-		return err
-	}
 	// Every step below waits for a cluster that cannot be reached (yet),
 	// for up to CommitTimeout: a job started with its cluster, or while a
 	// broker restarts, must not give up at once.
-	dial := func(cfg *sarama.Config) (conn *kafka.Conn, err error) {
+	dial := func(o kafka.Options) (conn *kafka.Conn, err error) {
 		err = c.retry(ctx, "connect", func() error {
-			conn, err = kafka.Dial(cfg, j.Kafka.Brokers)
+			conn, err = kafka.Dial(ctx, j.Kafka, o)
 			if err != nil && j.Kafka.SASL != nil && errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNREFUSED) {
 				// Some brokers answer a failed SASL authentication by
 				// closing the connection: a restart looks the same, but
@@ -142,31 +133,24 @@ func (c *container) start(ctx context.Context) error {
 		})
 		return conn, err
 	}
-	if c.conn, err = dial(cfg); err != nil {
+	var err error
+	if c.conn, err = dial(kafka.Options{ReadPatience: j.commitTimeout()}); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
-	if c.input, err = dial(cfg); err != nil {
+	if c.input, err = dial(kafka.Options{}); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
-	if len(j.Stores) > 0 {
-		rcfg := *cfg
-		rcfg.Consumer.MaxWaitTime = 10 * time.Millisecond
-		if c.restore, err = dial(&rcfg); err != nil {
-			return fmt.Errorf("task: job %q: %w", j.Name, err)
-		}
-		c.restore.Patience = j.commitTimeout()
-		c.restoreSem = make(chan struct{}, 4)
-	}
+	c.restoreSem = make(chan struct{}, 4)
 	var tasks int
 	if err := c.retry(ctx, "read input metadata", func() (err error) {
-		tasks, err = c.taskCount()
+		tasks, err = c.taskCount(ctx)
 		return err
 	}); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	c.tasks = int32(tasks)
 	ensure := func(s kafka.TopicSpec) error {
-		return c.retry(ctx, "create topic "+s.Name, func() error { return c.conn.EnsureTopic(s) })
+		return c.retry(ctx, "create topic "+s.Name, func() error { return c.conn.EnsureTopic(ctx, s) })
 	}
 	if j.OnError == DeadLetter {
 		if err := ensure(kafka.TopicSpec{Name: j.deadLetterTopic(), Partitions: int32(tasks)}); err != nil {
@@ -189,7 +173,7 @@ func (c *container) start(ctx context.Context) error {
 		// The group's members mirror checkpoints to the group's offsets
 		// themselves: only a member may commit offsets of a live group.
 		err := c.retry(ctx, "open the checkpoint topic", func() (err error) {
-			c.cps, err = checkpoint.NewKafka(j.Kafka, j.Name, checkpoint.KafkaOptions{Logger: c.log, NoMirror: true})
+			c.cps, err = checkpoint.NewKafka(ctx, j.Kafka, j.Name, checkpoint.KafkaOptions{Logger: c.log, NoMirror: true})
 			return err
 		})
 		if err != nil {
@@ -199,12 +183,10 @@ func (c *container) start(ctx context.Context) error {
 	}
 	// The producer has a client of its own that waits for a broker that
 	// restarts: records sent meanwhile must not fail.
-	pcfg := *cfg
-	kafka.PatientProducer(&pcfg, j.commitTimeout())
-	if c.out, err = dial(&pcfg); err != nil {
+	if c.out, err = dial(kafka.Options{ProducerPatience: j.commitTimeout()}); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
-	if c.producer, err = kafka.NewProducer(c.out.Client); err != nil {
+	if c.producer, err = c.out.NewProducer(); err != nil {
 		return fmt.Errorf("task: job %q: %w", j.Name, err)
 	}
 	if c.grp, err = newGroup(c); err != nil {
@@ -215,12 +197,12 @@ func (c *container) start(ctx context.Context) error {
 
 // taskCount checks that the partitioned inputs are co-partitioned and that
 // every input exists, and returns the number of tasks.
-func (c *container) taskCount() (int, error) {
+func (c *container) taskCount(ctx context.Context) (int, error) {
 	j := c.job
 	n := int32(-1)
 	var first string
 	for _, t := range j.Inputs {
-		p, err := c.conn.Partitions(t)
+		p, err := c.conn.Partitions(ctx, t)
 		if err != nil {
 			return 0, fmt.Errorf("input %w", err)
 		}
@@ -230,7 +212,7 @@ func (c *container) taskCount() (int, error) {
 		n, first = p, t
 	}
 	for _, t := range j.Broadcast {
-		if _, err := c.conn.Partitions(t); err != nil {
+		if _, err := c.conn.Partitions(ctx, t); err != nil {
 			return 0, fmt.Errorf("broadcast input %w", err)
 		}
 	}
@@ -254,7 +236,7 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 	for _, t := range j.Broadcast {
 		var n int32
 		err := c.retry(ctx, "read metadata of "+t, func() (err error) {
-			n, err = c.conn.Partitions(t)
+			n, err = c.conn.Partitions(ctx, t)
 			return err
 		})
 		if err != nil {
@@ -298,9 +280,9 @@ func (c *container) newRunner(ctx context.Context, i int32) (*runner, error) {
 		// restart must not move "newest" forward past unread messages.
 		err := c.retry(ctx, "find start of "+p.String(), func() (err error) {
 			if j.StartAt == StartNewest {
-				r.offs[i], err = c.conn.HighWatermark(p)
+				r.offs[i], err = c.conn.HighWatermark(ctx, p)
 			} else {
-				r.offs[i], err = c.conn.Client.GetOffset(p.Topic, p.Partition, kafka.Oldest)
+				r.offs[i], err = c.conn.OldestOffset(ctx, p)
 			}
 			return err
 		})
@@ -479,7 +461,7 @@ func (c *container) ensureOutput(topic string) error {
 		return nil
 	}
 	err := c.retry(c.hardCtx, "create topic "+topic, func() error {
-		return c.conn.EnsureTopic(kafka.TopicSpec{Name: topic, Partitions: c.tasks})
+		return c.conn.EnsureTopic(c.hardCtx, kafka.TopicSpec{Name: topic, Partitions: c.tasks})
 	})
 	if err != nil {
 		return err
@@ -509,9 +491,6 @@ func (c *container) close() error {
 	}
 	if c.input != nil {
 		errs = append(errs, c.input.Close())
-	}
-	if c.restore != nil {
-		errs = append(errs, c.restore.Close())
 	}
 	if c.conn != nil {
 		errs = append(errs, c.conn.Close())

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
@@ -117,7 +116,7 @@ func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
 	p := stream.Partition{Topic: s.topic, Partition: r.partition}
 	var hwm int64
 	err := r.c.retry(ctx, "read end of "+p.String(), func() (err error) {
-		hwm, err = r.c.conn.HighWatermark(p)
+		hwm, err = r.c.conn.HighWatermark(ctx, p)
 		return err
 	})
 	if err != nil {
@@ -130,7 +129,7 @@ func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
 	if err != nil {
 		return err
 	}
-	from := int64(sarama.OffsetOldest)
+	from := int64(kafka.Oldest)
 	switch {
 	case ok && meta.Offset == target:
 		r.log.Info("store is current; no replay", "store", s.spec.Name, "offset", target)
@@ -176,7 +175,7 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 	first := from
 	if first < 0 {
 		_ = r.c.retry(ctx, "read start of "+p.String(), func() (err error) {
-			first, err = r.c.conn.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest)
+			first, err = r.c.conn.OldestOffset(ctx, p)
 			return err
 		})
 		first = max(first, 0) // for the progress log only
@@ -202,7 +201,7 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 		}
 		applied <- err
 	}()
-	readErr := r.c.restore.ReadRange(ctx, p, first, to, restoreBatch, func(ms []kafka.Record) error {
+	readErr := r.c.conn.ReadRange(ctx, p, first, to, restoreBatch, func(ms []kafka.Record) error {
 		if failed.Load() {
 			return errors.New("store write failed")
 		}
@@ -250,7 +249,7 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 // value the store holds at the checkpoint, or a tombstone.
 func (r *runner) trim(ctx context.Context, s *taskStore, p stream.Partition, from, to int64) error {
 	keys := map[string]struct{}{}
-	err := r.c.restore.ReadRange(ctx, p, from, to, restoreBatch, func(ms []kafka.Record) error {
+	err := r.c.conn.ReadRange(ctx, p, from, to, restoreBatch, func(ms []kafka.Record) error {
 		for _, m := range ms {
 			keys[string(m.Key)] = struct{}{}
 		}

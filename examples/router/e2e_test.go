@@ -362,7 +362,7 @@ func (p *e2eProblems) report() {
 // is missing from the map.
 func e2eCheckpoints(t *testing.T, addrs []string, job string, tasks int) map[int32]checkpoint.Checkpoint {
 	t.Helper()
-	m, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: addrs}, job,
+	m, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs}, job,
 		checkpoint.KafkaOptions{NoMirror: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	defer m.Close()

@@ -57,10 +57,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/checkpoint"
 	"github.com/grete-go/grete/internal/benchkit"
 	"github.com/grete-go/grete/internal/embedded"
@@ -381,7 +379,7 @@ func fillChangelog(ctx context.Context, cl *kgo.Client, addrs []string, partitio
 	if first != nil {
 		return fmt.Errorf("produce changelog: %w", first)
 	}
-	mgr, err := checkpoint.NewKafka(stream.KafkaConfig{Brokers: addrs, ClientID: "bench"}, benchRestore, checkpoint.KafkaOptions{NoMirror: true})
+	mgr, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs, ClientID: "bench"}, benchRestore, checkpoint.KafkaOptions{NoMirror: true})
 	if err != nil {
 		return err
 	}
@@ -634,86 +632,14 @@ func benchRestoreJob(ctx context.Context, kc stream.KafkaConfig, b bench, dataDi
 	return res, nil
 }
 
-// rawConsume reads every partition of topic from the oldest offset to the
-// end with sarama partition consumers configured like Grete's, and counts
-// records and bytes. The clock runs from connecting until the last record.
+// rawConsume is the baseline of a restore, kafka.RawConsume.
 func rawConsume(ctx context.Context, kc stream.KafkaConfig, topic string, expect int64) (childResult, error) {
-	var res childResult
-	start := time.Now()
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return res, err
+	r, err := kafka.RawConsume(ctx, kc, topic)
+	res := childResult{Records: r.Records, Bytes: r.Bytes, Elapsed: r.Elapsed, Startup: r.Startup}
+	if err == nil && res.Records != expect {
+		err = fmt.Errorf("consumed %d records, want %d", res.Records, expect)
 	}
-	client, err := sarama.NewClient(kc.Brokers, cfg)
-	if err != nil {
-		return res, err
-	}
-	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		return res, err
-	}
-	defer consumer.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		return res, err
-	}
-	var records, size atomic.Int64
-	var firstOnce sync.Once
-	errc := make(chan error, len(parts))
-	for _, p := range parts {
-		hi, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			return res, err
-		}
-		lo, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			return res, err
-		}
-		if hi <= lo {
-			errc <- nil
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			return res, err
-		}
-		go func() {
-			defer pc.AsyncClose()
-			var n, bytes int64
-			for {
-				select {
-				case m := <-pc.Messages():
-					firstOnce.Do(func() { res.Startup = time.Since(start) })
-					n++
-					bytes += int64(len(m.Key) + len(m.Value))
-					if m.Offset >= hi-1 {
-						records.Add(n)
-						size.Add(bytes)
-						errc <- nil
-						return
-					}
-				case e := <-pc.Errors():
-					errc <- e.Err
-					return
-				case <-ctx.Done():
-					errc <- ctx.Err()
-					return
-				}
-			}
-		}()
-	}
-	for range parts {
-		if err := <-errc; err != nil {
-			return res, err
-		}
-	}
-	res.Elapsed = time.Since(start)
-	res.Records, res.Bytes = records.Load(), size.Load()
-	if res.Records != expect {
-		return res, fmt.Errorf("consumed %d records, want %d", res.Records, expect)
-	}
-	return res, nil
+	return res, err
 }
 
 // rawCopy is the baseline, benchkit.RawCopy: every record of input copied

@@ -18,11 +18,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/grete-go/grete/internal/embedded"
 	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // RunFunc is an example's body: flags in args, output to stdout and stderr.
@@ -108,17 +110,15 @@ type Topic struct {
 
 // EnsureTopics creates the topics that are missing.
 func EnsureTopics(kc stream.KafkaConfig, topics ...Topic) error {
-	cfg, err := kafka.Config(kc)
-	if err != nil {
-		return err
-	}
-	conn, err := kafka.Dial(cfg, kc.Brokers)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := kafka.Dial(ctx, kc, kafka.Options{})
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	for _, t := range topics {
-		if err := conn.EnsureTopic(kafka.TopicSpec{Name: t.Name, Partitions: t.Partitions}); err != nil {
+		if err := conn.EnsureTopic(ctx, kafka.TopicSpec{Name: t.Name, Partitions: t.Partitions}); err != nil {
 			return err
 		}
 	}
@@ -153,59 +153,75 @@ func (c *Cluster) StateDir(dataDir, name string) (dir string, cleanup func(), er
 // waits for the broker, and events it could not deliver are counted and
 // reported on stderr (at most every ten seconds), not fatal.
 func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, next func(now time.Time, emit func(key, value []byte) error) error) error {
-	cfg, err := kafka.Config(kc)
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(kc.Brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2, like Kafka's Java client
+		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.RecordDeliveryTimeout(time.Minute), // rides through a broker restart
+		kgo.MaxBufferedRecords(100_000),
+	}
+	if kc.ClientID != "" {
+		opts = append(opts, kgo.ClientID(kc.ClientID))
+	}
+	if kc.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(kc.TLS.Clone()))
+	}
+	if s := kc.SASL; s != nil {
+		a := scram.Auth{User: s.User, Pass: s.Password}
+		switch s.Mechanism {
+		case stream.SASLPlain:
+			opts = append(opts, kgo.SASL(plain.Auth{User: s.User, Pass: s.Password}.AsMechanism()))
+		case stream.SASLScramSHA256:
+			opts = append(opts, kgo.SASL(a.AsSha256Mechanism()))
+		case stream.SASLScramSHA512:
+			opts = append(opts, kgo.SASL(a.AsSha512Mechanism()))
+		}
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
 	}
-	kafka.PatientProducer(cfg, time.Minute)
-	var p sarama.AsyncProducer
-	err = kafka.Retry(ctx, nil, time.Minute, "connect the generator", func() (err error) {
-		p, err = sarama.NewAsyncProducer(kc.Brokers, cfg)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	errs := make(chan error, 1)
-	var drained sync.WaitGroup
-	drained.Add(2)
+	// Records live on for up to 30 s after ctx ends: what was generated
+	// before the stop is delivered, and a broker that does not come back
+	// does not hold the generator for ever.
+	pctx, pcancel := context.WithCancel(context.Background())
 	go func() {
-		defer drained.Done()
-		for range p.Successes() {
+		select {
+		case <-ctx.Done():
+		case <-pctx.Done():
+			return
 		}
-	}()
-	go func() {
-		defer drained.Done()
-		var lost int
-		var last error
-		var reported time.Time
-		for e := range p.Errors() {
-			if !kafka.Transient(e.Err) {
-				select {
-				case errs <- e.Err:
-				default:
-				}
-				continue
-			}
-			lost++
-			last = e.Err
-			if time.Since(reported) > 10*time.Second {
-				fmt.Fprintf(os.Stderr, "generator: %d events not delivered so far (last error: %v); generating on\n", lost, last)
-				reported = time.Now()
-			}
+		t := time.NewTimer(30 * time.Second)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-pctx.Done():
 		}
+		pcancel()
 	}()
 	defer func() {
-		p.AsyncClose()
-		drained.Wait()
+		_ = cl.Flush(pctx)
+		pcancel()
+		cl.Close()
 	}()
-	emit := func(key, value []byte) error {
-		select {
-		case p.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+	var mu sync.Mutex
+	var lost int
+	var reported time.Time
+	delivered := func(_ *kgo.Record, err error) {
+		if err == nil || errors.Is(err, context.Canceled) {
+			return
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		lost++
+		if time.Since(reported) > 10*time.Second {
+			fmt.Fprintf(os.Stderr, "generator: %d events not delivered so far (last error: %v); generating on\n", lost, err)
+			reported = time.Now()
+		}
+	}
+	emit := func(key, value []byte) error {
+		cl.Produce(pctx, &kgo.Record{Key: key, Value: value}, delivered)
+		return ctx.Err()
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
@@ -214,8 +230,6 @@ func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-errs:
-			return err
 		case now := <-t.C:
 			// Credit by the time that passed, not by ticks: a ticker drops
 			// ticks when the loop falls behind.

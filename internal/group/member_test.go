@@ -99,9 +99,7 @@ type testMember struct {
 // startMember starts a member; with slotDir set it takes a slot there.
 func startMember(t *testing.T, addrs []string, group, slotDir string) *testMember {
 	t.Helper()
-	cfg, err := kafka.Config(stream.KafkaConfig{Brokers: addrs})
-	require.NoError(t, err)
-	conn, err := kafka.Dial(cfg, addrs)
+	conn, err := kafka.Dial(context.Background(), stream.KafkaConfig{Brokers: addrs}, kafka.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	tm := &testMember{h: &spread{}, done: make(chan error, 1)}

@@ -48,7 +48,7 @@ func TestEnsureTopicCreates(t *testing.T) {
 	conn := dial(t, b.Addrs())
 	adm := admin(t, b.Addrs())
 
-	require.NoError(t, conn.EnsureTopic(TopicSpec{Name: "changelog", Partitions: 3, Compact: true, Configs: map[string]string{"retention.ms": "1234"}}))
+	require.NoError(t, conn.EnsureTopic(context.Background(), TopicSpec{Name: "changelog", Partitions: 3, Compact: true, Configs: map[string]string{"retention.ms": "1234"}}))
 	n, policy := describe(t, adm, "changelog")
 	require.Equal(t, 3, n)
 	require.Equal(t, "compact", policy)
@@ -65,14 +65,14 @@ func TestEnsureTopicCreates(t *testing.T) {
 	}
 	require.True(t, found, "extra configs are applied")
 
-	require.NoError(t, conn.EnsureTopic(TopicSpec{Name: "plain", Partitions: 2}))
+	require.NoError(t, conn.EnsureTopic(context.Background(), TopicSpec{Name: "plain", Partitions: 2}))
 	n, policy = describe(t, adm, "plain")
 	require.Equal(t, 2, n)
 	require.NotEqual(t, "compact", policy)
 
 	// Ensuring again checks and accepts what it created.
-	require.NoError(t, conn.EnsureTopic(TopicSpec{Name: "changelog", Partitions: 3, Compact: true, MinPartitions: 3}))
-	parts, err := conn.Partitions("changelog")
+	require.NoError(t, conn.EnsureTopic(context.Background(), TopicSpec{Name: "changelog", Partitions: 3, Compact: true, MinPartitions: 3}))
+	parts, err := conn.Partitions(context.Background(), "changelog")
 	require.NoError(t, err)
 	require.EqualValues(t, 3, parts)
 }
@@ -104,7 +104,7 @@ func TestEnsureTopicChecksExistingTopic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/compact=%v/min=%d", tt.spec.Name, tt.spec.Compact, tt.spec.MinPartitions), func(t *testing.T) {
-			err := conn.EnsureTopic(tt.spec)
+			err := conn.EnsureTopic(context.Background(), tt.spec)
 			if tt.wantErr == "" {
 				require.NoError(t, err)
 				return
@@ -122,7 +122,7 @@ func TestEnsureTopicChecksExistingTopic(t *testing.T) {
 func TestPartitionsOfMissingTopic(t *testing.T) {
 	b := testkit.Broker(t)
 	conn := dial(t, b.Addrs())
-	_, err := conn.Partitions("absent")
+	_, err := conn.Partitions(context.Background(), "absent")
 	require.ErrorContains(t, err, `topic "absent" does not exist`)
 }
 
@@ -133,14 +133,14 @@ func TestCommitGroupOffsets(t *testing.T) {
 	conn := dial(t, b.Addrs())
 	adm := admin(t, b.Addrs())
 
-	require.NoError(t, conn.CommitGroupOffsets("g", nil), "nothing to commit")
+	require.NoError(t, conn.CommitGroupOffsets(context.Background(), "g", nil), "nothing to commit")
 
 	first := map[stream.Partition]int64{{Topic: "in", Partition: 0}: 5, {Topic: "in", Partition: 2}: 17, {Topic: "rules"}: 0}
-	require.NoError(t, conn.CommitGroupOffsets("g", first))
+	require.NoError(t, conn.CommitGroupOffsets(context.Background(), "g", first))
 	require.Equal(t, first, fetched(t, adm, "g"))
 
 	// A later commit replaces the offsets it names and keeps the others.
-	require.NoError(t, conn.CommitGroupOffsets("g", map[stream.Partition]int64{{Topic: "in", Partition: 0}: 9}))
+	require.NoError(t, conn.CommitGroupOffsets(context.Background(), "g", map[stream.Partition]int64{{Topic: "in", Partition: 0}: 9}))
 	require.Equal(t, map[stream.Partition]int64{{Topic: "in", Partition: 0}: 9, {Topic: "in", Partition: 2}: 17, {Topic: "rules"}: 0}, fetched(t, adm, "g"))
 
 }
@@ -160,7 +160,7 @@ func TestHighWatermark(t *testing.T) {
 	testkit.CreateTopic(t, b.Addrs(), "hw", 2, nil)
 	conn := dial(t, b.Addrs())
 	p0, p1 := stream.Partition{Topic: "hw"}, stream.Partition{Topic: "hw", Partition: 1}
-	hw, err := conn.HighWatermark(p0)
+	hw, err := conn.HighWatermark(context.Background(), p0)
 	require.NoError(t, err)
 	require.Zero(t, hw)
 	// testkit.Produce places records by key hash, which PartitionFor
@@ -170,10 +170,10 @@ func TestHighWatermark(t *testing.T) {
 		key = fmt.Appendf(nil, "k%d", i)
 	}
 	testkit.Produce(t, b.Addrs(), "hw", []*kgo.Record{{Key: key}, {Key: key}, {Key: key}})
-	hw, err = conn.HighWatermark(p1)
+	hw, err = conn.HighWatermark(context.Background(), p1)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, hw)
-	hw, err = conn.HighWatermark(p0)
+	hw, err = conn.HighWatermark(context.Background(), p0)
 	require.NoError(t, err)
 	require.Zero(t, hw)
 }
@@ -245,10 +245,10 @@ func TestSubscribeUnknownPartitionFails(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	_, err := Config(stream.KafkaConfig{})
+	_, err := config(stream.KafkaConfig{})
 	require.ErrorContains(t, err, "no brokers")
 
-	c, err := Config(stream.KafkaConfig{Brokers: []string{"127.0.0.1:9092"}})
+	c, err := config(stream.KafkaConfig{Brokers: []string{"127.0.0.1:9092"}})
 	require.NoError(t, err)
 	require.NoError(t, c.Validate(), "sarama accepts Grete's settings")
 	require.Equal(t, sarama.V3_6_0_0, c.Version)
@@ -265,7 +265,7 @@ func TestConfig(t *testing.T) {
 		stream.SASLScramSHA256: sarama.SASLTypeSCRAMSHA256,
 		stream.SASLScramSHA512: sarama.SASLTypeSCRAMSHA512,
 	} {
-		c, err := Config(stream.KafkaConfig{Brokers: []string{"h:1"}, ClientID: "me", SASL: &stream.SASL{Mechanism: mech, User: "u", Password: "p"}})
+		c, err := config(stream.KafkaConfig{Brokers: []string{"h:1"}, ClientID: "me", SASL: &stream.SASL{Mechanism: mech, User: "u", Password: "p"}})
 		require.NoError(t, err)
 		require.NoError(t, c.Validate(), "%s", mech)
 		require.Equal(t, "me", c.ClientID)
@@ -290,7 +290,7 @@ func TestSubscribeResumesAtOldestWhenOffsetIsGone(t *testing.T) {
 	}
 	b.Cluster.Compact()
 	conn := dial(t, b.Addrs())
-	oldest, err := conn.Client.GetOffset("c", 0, Oldest)
+	oldest, err := conn.client.GetOffset("c", 0, Oldest)
 	require.NoError(t, err)
 	require.Positive(t, oldest, "compaction moved the log start")
 

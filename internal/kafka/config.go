@@ -15,10 +15,10 @@ import (
 // the version verified against the embedded broker.
 var Version = sarama.V3_6_0_0
 
-// Config converts a validated stream.KafkaConfig to a sarama configuration
+// config converts a validated stream.KafkaConfig to a sarama configuration
 // with Grete's defaults: idempotent producer with acks=all, manual offset
 // handling, explicit protocol version.
-func Config(kc stream.KafkaConfig) (*sarama.Config, error) {
+func config(kc stream.KafkaConfig) (*sarama.Config, error) {
 	if err := kc.Validate(); err != nil {
 		return nil, err
 	}

@@ -12,7 +12,8 @@ import (
 	"github.com/grete-go/grete/stream"
 )
 
-// Start positions for partitions with no checkpoint.
+// Start positions, as offsets: the oldest retained record, and the next
+// record produced.
 const (
 	Oldest = sarama.OffsetOldest
 	Newest = sarama.OffsetNewest
@@ -48,12 +49,12 @@ func (c *Conn) Subscribe(inputs []Input, out chan<- stream.Message, log *slog.Lo
 	for _, in := range inputs {
 		// A sarama consumer reads a partition once; broadcast inputs are
 		// read by every task, so later readers get a consumer of their own.
-		consumer := c.Consumer
+		consumer := c.consumer
 		c.mu.Lock()
 		if c.reading[in.Partition] {
 			if s.extra == nil {
 				var err error
-				if s.extra, err = sarama.NewConsumerFromClient(c.Client); err != nil {
+				if s.extra, err = sarama.NewConsumerFromClient(c.client); err != nil {
 					c.mu.Unlock()
 					s.Close()
 					return nil, fmt.Errorf("start consumer: %w", err)
@@ -215,11 +216,16 @@ func (s *Subscription) Close() {
 // CommitGroupOffsets records offsets (next offset to read) as the committed
 // offsets of group, the way a consumer outside any group generation does, so
 // that lag tools see how far the job has got.
-func (c *Conn) CommitGroupOffsets(group string, offsets map[stream.Partition]int64) error {
+func (c *Conn) CommitGroupOffsets(ctx context.Context, group string, offsets map[stream.Partition]int64) error {
 	if len(offsets) == 0 {
 		return nil
 	}
-	coord, err := c.Client.Coordinator(group)
+	_, err := call(ctx, func() (struct{}, error) { return struct{}{}, c.commitGroupOffsets(group, offsets) })
+	return err
+}
+
+func (c *Conn) commitGroupOffsets(group string, offsets map[stream.Partition]int64) error {
+	coord, err := c.client.Coordinator(group)
 	if err != nil {
 		return fmt.Errorf("find coordinator of group %q: %w", group, err)
 	}
@@ -234,7 +240,7 @@ func (c *Conn) CommitGroupOffsets(group string, offsets map[stream.Partition]int
 	}
 	resp, err := coord.CommitOffset(req)
 	if err != nil {
-		_ = c.Client.RefreshCoordinator(group)
+		_ = c.client.RefreshCoordinator(group)
 		return fmt.Errorf("commit offsets of group %q: %w", group, err)
 	}
 	for topic, parts := range resp.Errors {
@@ -248,6 +254,6 @@ func (c *Conn) CommitGroupOffsets(group string, offsets map[stream.Partition]int
 }
 
 // HighWatermark returns the offset the next record of p will get.
-func (c *Conn) HighWatermark(p stream.Partition) (int64, error) {
-	return c.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetNewest)
+func (c *Conn) HighWatermark(ctx context.Context, p stream.Partition) (int64, error) {
+	return call(ctx, func() (int64, error) { return c.client.GetOffset(p.Topic, p.Partition, sarama.OffsetNewest) })
 }

@@ -218,8 +218,8 @@ func newLane(base *sarama.Config, clientID string, readTimeout time.Duration) la
 // exceed the longest a coordinator holds one (the rebalance timeout, and a
 // session timeout for a leader that never syncs).
 func (c *Conn) NewGroupConn(group, clientID string, joinTimeout time.Duration) *GroupConn {
-	base := c.Client.Config()
-	return &GroupConn{client: c.Client, group: group, join: newLane(base, clientID, joinTimeout), beat: newLane(base, clientID, 0)}
+	base := c.client.Config()
+	return &GroupConn{client: c.client, group: group, join: newLane(base, clientID, joinTimeout), beat: newLane(base, clientID, 0)}
 }
 
 // Close closes the connections, ending calls in flight.

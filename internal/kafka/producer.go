@@ -127,10 +127,11 @@ type Producer struct {
 	wg     sync.WaitGroup
 }
 
-// NewProducer starts a producer on client, which must have been configured
-// by Config.
-func NewProducer(client sarama.Client) (*Producer, error) {
-	ap, err := sarama.NewAsyncProducerFromClient(client)
+// NewProducer starts a producer on the connection. The producer's requests
+// share the connection's broker connections: give a producer a connection
+// of its own (see Conn).
+func (c *Conn) NewProducer() (*Producer, error) {
+	ap, err := sarama.NewAsyncProducerFromClient(c.client)
 	if err != nil {
 		return nil, fmt.Errorf("start producer: %w", err)
 	}

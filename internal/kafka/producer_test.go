@@ -110,9 +110,9 @@ func TestTrackerWaitHonoursContext(t *testing.T) {
 // closes the connection at cleanup.
 func dial(t *testing.T, addrs []string) *Conn {
 	t.Helper()
-	cfg, err := Config(stream.KafkaConfig{Brokers: addrs})
+	cfg, err := config(stream.KafkaConfig{Brokers: addrs})
 	require.NoError(t, err)
-	c, err := Dial(cfg, addrs)
+	c, err := dialConfig(cfg, addrs)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
@@ -123,7 +123,7 @@ func TestProducerRoutesAndAcknowledges(t *testing.T) {
 	const n = 6
 	testkit.CreateTopic(t, b.Addrs(), "out", n, nil)
 	conn := dial(t, b.Addrs())
-	p, err := NewProducer(conn.Client)
+	p, err := conn.NewProducer()
 	require.NoError(t, err)
 	defer func() { require.NoError(t, p.Close()) }()
 
@@ -177,7 +177,7 @@ func TestProducerReportsFailureToTracker(t *testing.T) {
 	b := testkit.Broker(t)
 	testkit.CreateTopic(t, b.Addrs(), "small", 2, nil)
 	conn := dial(t, b.Addrs())
-	p, err := NewProducer(conn.Client)
+	p, err := conn.NewProducer()
 	require.NoError(t, err)
 	defer func() { require.NoError(t, p.Close()) }()
 
@@ -196,7 +196,7 @@ func TestProducerClosed(t *testing.T) {
 	b := testkit.Broker(t)
 	testkit.CreateTopic(t, b.Addrs(), "t", 1, nil)
 	conn := dial(t, b.Addrs())
-	p, err := NewProducer(conn.Client)
+	p, err := conn.NewProducer()
 	require.NoError(t, err)
 	tr := NewTracker()
 	ctx := context.Background()

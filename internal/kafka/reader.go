@@ -75,17 +75,17 @@ const DefaultPatience = 2 * time.Minute
 // then an error if it fails, and closes out.
 func (c *Conn) fetchRange(ctx context.Context, p stream.Partition, from, to int64, out chan<- fetchResult) {
 	defer close(out)
-	f := fetcher{c: c, p: p, cfg: c.Client.Config()}
+	f := fetcher{c: c, p: p, cfg: c.client.Config()}
 	defer f.disconnect()
 	err := func() error {
 		offset := from
 		if offset < 0 {
 			var err error
-			if offset, err = c.Client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest); err != nil {
+			if offset, err = c.client.GetOffset(p.Topic, p.Partition, sarama.OffsetOldest); err != nil {
 				return err
 			}
 		}
-		patience := c.Patience
+		patience := c.patience
 		if patience <= 0 {
 			patience = DefaultPatience
 		}
@@ -103,7 +103,7 @@ func (c *Conn) fetchRange(ctx context.Context, p stream.Partition, from, to int6
 					return &UnreachableError{What: "read " + p.String(), Since: failing, Err: err}
 				}
 				f.disconnect()
-				_ = c.Client.RefreshMetadata(p.Topic)
+				_ = c.client.RefreshMetadata(p.Topic)
 				select {
 				case <-time.After(f.cfg.Consumer.Retry.Backoff):
 				case <-ctx.Done():
@@ -147,6 +147,11 @@ type fetcher struct {
 	broker *sarama.Broker // nil until connected
 }
 
+// readMaxWait is how long a fetch of ReadRange waits for data: a read ends
+// at an offset it knows exists, so waiting for data past it would only
+// hold the read.
+const readMaxWait = 10 * time.Millisecond
+
 // fetchVersion is the Fetch request version: Grete speaks Kafka 2.8 or
 // later (see Version).
 const fetchVersion = 12
@@ -155,7 +160,7 @@ const fetchVersion = 12
 // its leader first if need be. The block comes back with its error.
 func (f *fetcher) fetch(offset int64) (*sarama.FetchResponseBlock, error) {
 	if f.broker == nil {
-		leader, err := f.c.Client.Leader(f.p.Topic, f.p.Partition)
+		leader, err := f.c.client.Leader(f.p.Topic, f.p.Partition)
 		if err != nil {
 			return nil, err
 		}
@@ -167,7 +172,7 @@ func (f *fetcher) fetch(offset int64) (*sarama.FetchResponseBlock, error) {
 	}
 	req := &sarama.FetchRequest{
 		Version:      fetchVersion,
-		MaxWaitTime:  int32(f.cfg.Consumer.MaxWaitTime / time.Millisecond),
+		MaxWaitTime:  int32(readMaxWait / time.Millisecond),
 		MinBytes:     f.cfg.Consumer.Fetch.Min,
 		MaxBytes:     f.cfg.Consumer.Fetch.MaxBytes,
 		Isolation:    f.cfg.Consumer.IsolationLevel,

@@ -30,10 +30,10 @@ func readRange(t *testing.T, c *Conn, p stream.Partition, from, to int64, batch 
 
 func dialWith(t *testing.T, addrs []string, change func(*sarama.Config)) *Conn {
 	t.Helper()
-	cfg, err := Config(stream.KafkaConfig{Brokers: addrs})
+	cfg, err := config(stream.KafkaConfig{Brokers: addrs})
 	require.NoError(t, err)
 	change(cfg)
-	c, err := Dial(cfg, addrs)
+	c, err := dialConfig(cfg, addrs)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
@@ -90,7 +90,7 @@ func TestReadRangeAfterCompaction(t *testing.T) {
 	}
 	b.Cluster.Compact()
 	c := dial(t, b.Addrs())
-	oldest, err := c.Client.GetOffset("c", 0, Oldest)
+	oldest, err := c.client.GetOffset("c", 0, Oldest)
 	require.NoError(t, err)
 	require.Positive(t, oldest, "compaction moved the log start")
 	var want []string // as another client reads it
