@@ -40,9 +40,30 @@
 // # Flushing what changed
 //
 // A store declared with TrackChanges remembers which keys changed since the
-// task last took them ([Local.TakeChanges]). A periodic flush then costs in
+// task last took them ([ChangeTracker]). A periodic flush then costs in
 // proportion to what changed, not to the size of the store, and the set of
 // changed keys is itself logged: it survives crashes like the data.
+//
+// # The changelog format
+//
+// The changelog of store S of job J is the compacted topic "J-S-changelog";
+// task N writes partition N. Its records are the store's engine records
+// (a [Record]): the key is a namespace byte followed by more bytes, the
+// value is nil for a tombstone.
+//
+//   - 'd' + key: an entry. The value is a header byte, then the value: 0
+//     for a plain entry; 1 for an entry with a TTL, followed by its expiry
+//     as 8 bytes of Unix nanoseconds, big endian. A tombstone deletes it.
+//   - 'c' + key (TrackChanges): key changed since the task last took the
+//     changes; the value is empty. A tombstone says it was taken.
+//   - 'x' + expiry (8 bytes, Unix ns, big endian) + key (TTL): the expiry
+//     index; the value is empty.
+//
+// A task commits the records of one commit before its checkpoint, which
+// records the offset of the last of them; records past a task's
+// checkpoint are rewritten by its next start (see above). To read a
+// store's state from Kafka, read its changelog partition to the offset the
+// task's checkpoint records, keeping the last value of every 'd' key.
 //
 // # Caveats
 //

@@ -4,17 +4,18 @@ import (
 	"fmt"
 
 	"github.com/grete-go/grete/store"
+	"github.com/grete-go/grete/store/storetest"
 )
 
 // A typed store with string keys and msgpack values, iterated in key order.
-// Tasks get their stores from task.Context.Store; tests and tools can open
-// one directly.
+// Tasks get their stores from task.Context.Store; tests and examples can
+// open one with package storetest.
 func ExampleStringKeys() {
-	s, err := store.Open("", store.Spec{Name: "counts", Engine: store.Memory}, nil)
+	s, h, err := storetest.Open("", store.Spec{Name: "counts", Engine: store.Memory})
 	if err != nil {
 		panic(err)
 	}
-	defer s.Close()
+	defer h.Close()
 	counts := store.StringKeys[int64](s)
 	for _, page := range []string{"/home", "/pricing", "/home", "/docs", "/home"} {
 		n, _, err := counts.Get(page)
@@ -36,18 +37,20 @@ func ExampleStringKeys() {
 	// /pricing 1
 }
 
-// TakeChanges visits only the keys written since the last call: a periodic
-// flush costs what changed, not the size of the store.
-func ExampleStore_takeChanges() {
-	s, err := store.Open("", store.Spec{Name: "sessions", Engine: store.Memory, TrackChanges: true}, nil)
+// A store declared with TrackChanges is a ChangeTracker: TakeChanges
+// visits only the keys written since the last call, so a periodic flush
+// costs what changed, not the size of the store.
+func ExampleChangeTracker() {
+	s, h, err := storetest.Open("", store.Spec{Name: "sessions", Engine: store.Memory, TrackChanges: true})
 	if err != nil {
 		panic(err)
 	}
-	defer s.Close()
+	defer h.Close()
+	changes := s.(store.ChangeTracker)
 	_ = s.Put([]byte("a"), []byte("1"))
 	_ = s.Put([]byte("b"), []byte("1"))
 	flush := func() {
-		n, _ := s.TakeChanges(0, func(k, v []byte) error {
+		n, _ := changes.TakeChanges(0, func(k, v []byte) error {
 			fmt.Printf("changed %s=%s\n", k, v)
 			return nil
 		})

@@ -33,11 +33,32 @@ type Store interface {
 	Range(start, end []byte) Iterator
 	// Prefix iterates the keys that begin with prefix, in order.
 	Prefix(prefix []byte) Iterator
-	// TakeChanges visits up to limit keys changed since they were last
-	// taken (limit <= 0: all), with their current value or nil when gone,
-	// and forgets them. Its cost is proportional to the number of changed
-	// keys. The store must be declared with Spec.TrackChanges.
+}
+
+// ChangeTracker is implemented by the stores of a Spec with TrackChanges:
+//
+//	ct, ok := s.(store.ChangeTracker)
+//
+// TakeChanges visits up to limit keys changed (put or deleted) since they
+// were last taken (limit <= 0: all), in key order, with their current
+// value or nil when gone, and forgets them: each is visited once per
+// change. It returns how many keys it visited. Its cost is proportional to
+// the number of changed keys, never to the size of the store, and the set
+// of changed keys survives crashes like the data. key and value are valid
+// only during fn. A key that fn writes is marked changed again, for the
+// next call; if fn fails, the key it was given stays marked and
+// TakeChanges stops with that error.
+type ChangeTracker interface {
 	TakeChanges(limit int, fn func(key, value []byte) error) (int, error)
+}
+
+// RollbackCounter is implemented by a task's stores. Grete takes back the
+// writes of a Process or Window call that fails, whatever the job's error
+// policy; Rollbacks counts the times it took back writes. Code that keeps
+// a copy of a store's content in memory (window.Aggregator does) notes the
+// count and rebuilds its copy when the count has changed.
+type RollbackCounter interface {
+	Rollbacks() uint64
 }
 
 // Entry is one key and value.
@@ -65,6 +86,18 @@ type Iterator interface {
 	Err() error
 	Close() error
 }
+
+// ErrorIterator returns an Iterator that visits nothing and reports err:
+// what a Store returns when it cannot open an iterator.
+func ErrorIterator(err error) Iterator { return &errIter{err: err} }
+
+type errIter struct{ err error }
+
+func (e *errIter) Next() bool    { return false }
+func (e *errIter) Key() []byte   { return nil }
+func (e *errIter) Value() []byte { return nil }
+func (e *errIter) Err() error    { return e.err }
+func (e *errIter) Close() error  { return nil }
 
 // Engine chooses where a store keeps its data.
 type Engine int
@@ -107,8 +140,9 @@ type Spec struct {
 	// changelog tombstone) by the next commits.
 	TTL time.Duration
 	// TrackChanges records which keys changed since the task last took
-	// them with Changes.Take, durably, so that a periodic flush visits only
-	// changed keys instead of scanning the store.
+	// them, durably, so that a periodic flush visits only changed keys
+	// instead of scanning the store: the task's store is then a
+	// ChangeTracker.
 	TrackChanges bool
 	// CacheSize is Pebble's block cache in bytes; default 8 MiB per store.
 	CacheSize int64
@@ -140,8 +174,19 @@ func (s Spec) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Record is a changelog record as Kafka carries it: an engine key and
+// value, or a tombstone when Value is nil. See the package documentation
+// for the format.
+type Record struct {
+	Key, Value []byte
+}
+
 // ErrClosed is returned by a store used after its task closed it.
 var ErrClosed = errors.New("store: closed")
+
+// ErrReadOnly is returned by the writes of a store opened for inspection
+// (task.Job.OpenStore).
+var ErrReadOnly = errors.New("store: opened read-only")
 
 // Stats are a store's counters.
 type Stats struct {

@@ -161,3 +161,34 @@ func (int64Key) Decode(b []byte) (int64, error) {
 	}
 	return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)), nil
 }
+
+// Int64Value encodes int64 values as varints (one to ten bytes, small
+// magnitudes short): compact counters, with no allocation beyond the
+// encoded bytes. Use it for values only; as keys varints do not sort.
+func Int64Value() stream.Serde[int64] { return int64Value{} }
+
+type int64Value struct{}
+
+func (int64Value) Encode(v int64) ([]byte, error) { return binary.AppendVarint(nil, v), nil }
+func (int64Value) Decode(b []byte) (int64, error) {
+	v, n := binary.Varint(b)
+	if n <= 0 || n != len(b) {
+		return 0, &stream.DecodeError{Format: "int64 value", Err: fmt.Errorf("%d bytes are not one varint", len(b))}
+	}
+	return v, nil
+}
+
+// Uint64Value encodes uint64 values as unsigned varints (one to ten
+// bytes). Use it for values only; as keys varints do not sort.
+func Uint64Value() stream.Serde[uint64] { return uint64Value{} }
+
+type uint64Value struct{}
+
+func (uint64Value) Encode(v uint64) ([]byte, error) { return binary.AppendUvarint(nil, v), nil }
+func (uint64Value) Decode(b []byte) (uint64, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 || n != len(b) {
+		return 0, &stream.DecodeError{Format: "uint64 value", Err: fmt.Errorf("%d bytes are not one varint", len(b))}
+	}
+	return v, nil
+}

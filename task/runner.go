@@ -12,6 +12,7 @@ import (
 
 	"github.com/grete-go/grete/checkpoint"
 	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
@@ -348,7 +349,7 @@ func (r *runner) commit(ctx context.Context) error {
 	}
 	r.c.grp.mark(cp.Inputs)
 	for _, s := range r.stores {
-		if err := s.local.Commit(store.Meta{CheckpointID: cp.ID, Offset: s.offset}); err != nil {
+		if err := s.local.Commit(state.Meta{CheckpointID: cp.ID, Offset: s.offset}); err != nil {
 			// The checkpoint is written; the store is behind it and the
 			// next start replays the changelog. Stop here.
 			return fmt.Errorf("task %s: commit: %w", r.name, err)

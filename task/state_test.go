@@ -14,6 +14,7 @@ import (
 
 	"github.com/grete-go/grete/checkpoint"
 	"github.com/grete-go/grete/internal/embedded"
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
@@ -421,7 +422,7 @@ func TestInterruptedRestoreStartsOver(t *testing.T) {
 	path := func(dir string) string { return filepath.Join(dir, "count", "task-0", "counts") }
 	// A changelog record is an engine key ('d' + key) and value: borrow
 	// a real value for the ghost keys.
-	l, err := store.Open(path(first), store.Spec{Name: "counts"}, nil)
+	l, err := state.Open(path(first), store.Spec{Name: "counts"}, nil)
 	require.NoError(t, err)
 	value, err := l.EngineValue([]byte("dk0"))
 	require.NoError(t, err)
@@ -429,7 +430,7 @@ func TestInterruptedRestoreStartsOver(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	dir := t.TempDir()
-	l, err = store.Open(path(dir), store.Spec{Name: "counts"}, nil)
+	l, err = state.Open(path(dir), store.Spec{Name: "counts"}, nil)
 	require.NoError(t, err)
 	// Over the store's restore chunk size, so they reach the engine
 	// before the (never called) FinishRestore.
@@ -443,4 +444,39 @@ func TestInterruptedRestoreStartsOver(t *testing.T) {
 	sink := newSink()
 	runUntil(t, countingJob(b, dir, sink, cps), 0)
 	require.Equal(t, expectedCounts(records(100)), merged(sink.atInit), "no key of the interrupted restore survives")
+}
+
+// OpenStore reads what a stopped job left on disk, read only; a running
+// job's stores cannot be opened.
+func TestOpenStoreInspectsAStoppedJob(t *testing.T) {
+	b := setup(t, 2, 500)
+	dir := t.TempDir()
+	cps := checkpoint.NewMemory()
+	sink := newSink()
+	job := countingJob(b, dir, sink, cps)
+	stop, _ := start(t, job)
+	testkit.Eventually(t, time.Minute, func() bool { return running(job, 2) && total(job, processed) == 500 }, "the job did not process its input")
+	_, _, err := job.OpenStore(0, "counts")
+	require.Error(t, err, "a running job holds its stores")
+	require.NoError(t, stop())
+
+	got := map[string]int64{}
+	for p := range int32(2) {
+		s, closer, err := job.OpenStore(p, "counts")
+		require.NoError(t, err)
+		it := store.StringKeys[int64](s).All()
+		for it.Next() {
+			got[it.Key()] += it.Value()
+		}
+		require.NoError(t, it.Err())
+		require.NoError(t, it.Close())
+		require.ErrorIs(t, s.Put([]byte("k"), []byte("v")), store.ErrReadOnly)
+		require.NoError(t, closer.Close())
+	}
+	require.Equal(t, expectedCounts(records(500)), got)
+
+	_, _, err = job.OpenStore(0, "nope")
+	require.ErrorContains(t, err, `no store "nope"`)
+	_, _, err = job.OpenStore(7, "counts")
+	require.ErrorContains(t, err, "task-7")
 }

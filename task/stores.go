@@ -4,19 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/grete-go/grete/internal/kafka"
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
 
 // taskStore is one store of one task, with its changelog position.
 type taskStore struct {
-	local *store.Local
+	local *state.Local
 	spec  store.Spec
 	idx   int    // index in the runner's stores; the tracker's changelog index is idx+1
 	topic string // changelog topic, "" without changelog
@@ -59,7 +62,7 @@ func (c *container) ensureChangelogs(ensure func(kafka.TopicSpec) error) error {
 func (r *runner) openStores() error {
 	for i, s := range r.c.job.Stores {
 		dir := filepath.Join(r.c.job.dataDir(), r.c.job.Name, r.name, s.Name)
-		l, err := store.Open(dir, s, nil)
+		l, err := state.Open(dir, s, nil)
 		if err != nil {
 			return fmt.Errorf("task %s: %w", r.name, err)
 		}
@@ -72,7 +75,7 @@ func (r *runner) openStores() error {
 func (r *runner) Store(name string) (store.Store, error) {
 	for _, s := range r.stores {
 		if s.spec.Name == name {
-			return s.local, nil
+			return s.local.View(), nil
 		}
 	}
 	return nil, fmt.Errorf("task %s: no store %q (declare it in Job.Stores)", r.name, name)
@@ -156,7 +159,7 @@ func (r *runner) restoreStore(ctx context.Context, s *taskStore) error {
 		}
 	}
 	if !ok || meta.Offset != target || meta.CheckpointID != r.last.ID {
-		if err := s.local.FinishRestore(store.Meta{CheckpointID: r.last.ID, Offset: target}, 0); err != nil {
+		if err := s.local.FinishRestore(state.Meta{CheckpointID: r.last.ID, Offset: target}, 0); err != nil {
 			return err
 		}
 	}
@@ -237,7 +240,7 @@ func (r *runner) replay(ctx context.Context, s *taskStore, p stream.Partition, f
 		return readErr
 	}
 	took := time.Since(start)
-	if err := s.local.FinishRestore(store.Meta{CheckpointID: r.last.ID, Offset: to}, took); err != nil {
+	if err := s.local.FinishRestore(state.Meta{CheckpointID: r.last.ID, Offset: to}, took); err != nil {
 		return err
 	}
 	r.log.Info("store restored", "store", s.spec.Name, "records", recs, "bytes", bytes, "took", took.Round(time.Millisecond),
@@ -332,4 +335,24 @@ func (r *runner) closeStores() error {
 		return fmt.Errorf("task %s: %v", r.name, errs)
 	}
 	return nil
+}
+
+// OpenStore opens store name of task taskNum (task-N reads partition N of
+// the inputs) as the job left it in this machine's DataDir, read only, for
+// inspection: the state of the task's last commit here. Stop the job
+// first: a running job holds its stores. Writes to the store fail with
+// store.ErrReadOnly; close it with the returned Closer. A task whose store
+// this machine does not hold (it ran elsewhere, or never committed) is an
+// error: its state is in its changelog (see package store).
+func (j *Job) OpenStore(taskNum int32, name string) (store.Store, io.Closer, error) {
+	i := slices.IndexFunc(j.Stores, func(s store.Spec) bool { return s.Name == name })
+	if i < 0 {
+		return nil, nil, fmt.Errorf("task: job %q declares no store %q", j.Name, name)
+	}
+	dir := filepath.Join(j.dataDir(), j.Name, fmt.Sprintf("task-%d", taskNum), name)
+	l, err := state.OpenReadOnly(dir, j.Stores[i])
+	if err != nil {
+		return nil, nil, fmt.Errorf("task: open store %q of task-%d of job %q: %w", name, taskNum, j.Name, err)
+	}
+	return l.View(), l, nil
 }

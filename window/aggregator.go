@@ -183,7 +183,7 @@ type Aggregator[K, V, A any] struct {
 
 	// rb tells when the store took back writes (a failed Process): the
 	// aggregator then rebuilds its memory from the store.
-	rb interface{ Rollbacks() uint64 }
+	rb store.RollbackCounter
 	// rbSeen is rb's count when the memory was last in step.
 	rbSeen uint64
 }
@@ -208,8 +208,7 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 	if o.Grace%time.Millisecond != 0 {
 		return nil, fmt.Errorf("window: Grace %v is not a whole number of milliseconds (event time has millisecond precision)", o.Grace)
 	}
-	// Stores of tasks (store.Local) tell their Spec.
-	if sp, ok := s.(interface{ Spec() store.Spec }); ok && sp.Spec().TrackChanges {
+	if _, ok := s.(store.ChangeTracker); ok {
 		return nil, fmt.Errorf("window: store %q tracks changes, which no one would take: declare it without TrackChanges", s.Name())
 	}
 	if o.Keys == nil {
@@ -222,7 +221,7 @@ func New[K, V, A any](s store.Store, o Options[K, V, A]) (*Aggregator[K, V, A], 
 		o.Now = time.Now
 	}
 	a := &Aggregator[K, V, A]{s: s, o: o, lastEvent: o.Now()}
-	if rb, ok := s.(interface{ Rollbacks() uint64 }); ok {
+	if rb, ok := s.(store.RollbackCounter); ok {
 		a.rb, a.rbSeen = rb, rb.Rollbacks()
 	}
 	if err := a.load(); err != nil {

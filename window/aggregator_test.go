@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 )
 
-func openTestStore(t testing.TB, eng store.Engine) *store.Local {
+func openTestStore(t testing.TB, eng store.Engine) *state.Local {
 	t.Helper()
-	s, err := store.Open(t.TempDir(), store.Spec{Name: "w", Engine: eng}, nil)
+	s, err := state.Open(t.TempDir(), store.Spec{Name: "w", Engine: eng}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			o := good
 			c.edit(&o)
-			_, err := New(s, o)
+			_, err := New(s.View(), o)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("New: %v, want an error containing %q", err, c.want)
 			}
@@ -76,7 +77,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	// Merge is not needed by tumbling windows.
 	o := stringOptions(Tumbling(time.Second))
 	o.Merge = nil
-	if _, err := New(s, o); err != nil {
+	if _, err := New(s.View(), o); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -87,7 +88,7 @@ func TestFinalEmitErrorIsRetriedByFlush(t *testing.T) {
 	for _, eng := range []store.Engine{store.Pebble, store.Memory} {
 		t.Run(eng.String(), func(t *testing.T) {
 			s := openTestStore(t, eng)
-			agg, err := New(s, stringOptions(Tumbling(10*time.Second)))
+			agg, err := New(s.View(), stringOptions(Tumbling(10*time.Second)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +126,7 @@ func TestUpdateEmitErrorIsRetried(t *testing.T) {
 	s := openTestStore(t, store.Pebble)
 	o := stringOptions(Sessions(10 * time.Second))
 	o.EmitUpdates = true
-	agg, err := New(s, o)
+	agg, err := New(s.View(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestIdleCloseIsFinal(t *testing.T) {
 			o := stringOptions(c.spec)
 			o.IdleTimeout = time.Minute
 			o.Now = func() time.Time { return now }
-			agg, err := New(s, o)
+			agg, err := New(s.View(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -225,7 +226,7 @@ func TestSubMillisecondDurationsRefused(t *testing.T) {
 	} {
 		o := stringOptions(c.spec)
 		o.Grace = c.grace
-		if _, err := New(s, o); err == nil {
+		if _, err := New(s.View(), o); err == nil {
 			t.Errorf("%s: New accepted durations that are not whole milliseconds", c.name)
 		}
 	}
@@ -240,7 +241,7 @@ func TestWrites(t *testing.T) {
 	s := openTestStore(t, store.Memory)
 	o := stringOptions(Sessions(10 * time.Second))
 	o.EmitUpdates = true
-	agg, err := New(s, o)
+	agg, err := New(s.View(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +253,7 @@ func TestWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 		ckpt++
-		if err := s.Commit(store.Meta{CheckpointID: ckpt, Offset: int64(ckpt)}); err != nil {
+		if err := s.Commit(state.Meta{CheckpointID: ckpt, Offset: int64(ckpt)}); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -282,7 +283,7 @@ func TestEarlierLayoutRefused(t *testing.T) {
 	if err := s.Put(storeKey(nil, "\xa1a", 0), append(old, "\xa1x"...)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(s, stringOptions(Sessions(10*time.Second)))
+	_, err := New(s.View(), stringOptions(Sessions(10*time.Second)))
 	if err == nil || !strings.Contains(err.Error(), "unknown layout") {
 		t.Fatalf("New: %v, want an error about the layout", err)
 	}
@@ -297,7 +298,7 @@ func TestRollbackOfTheStoreRewindsTheAggregator(t *testing.T) {
 	for _, eng := range []store.Engine{store.Pebble, store.Memory} {
 		t.Run(eng.String(), func(t *testing.T) {
 			s := openTestStore(t, eng)
-			agg, err := New(s, stringOptions(Tumbling(10*time.Second)))
+			agg, err := New(s.View(), stringOptions(Tumbling(10*time.Second)))
 			if err != nil {
 				t.Fatal(err)
 			}

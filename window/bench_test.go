@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 )
 
@@ -42,7 +43,7 @@ func BenchmarkFlush(b *testing.B) {
 
 type benchSessions struct {
 	b    testing.TB
-	s    *store.Local
+	s    *state.Local
 	agg  *Aggregator[string, int64, int64]
 	ckpt uint64
 }
@@ -52,12 +53,12 @@ const benchBase = 1_700_000_000_000
 
 func newBenchSessions(b testing.TB, open int) (*benchSessions, []string) {
 	b.Helper()
-	s, err := store.Open(b.TempDir(), store.Spec{Name: "sessions", Engine: store.Pebble}, nil)
+	s, err := state.Open(b.TempDir(), store.Spec{Name: "sessions", Engine: store.Pebble}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = s.Close() })
-	agg, err := New(s, Options[string, int64, int64]{
+	agg, err := New(s.View(), Options[string, int64, int64]{
 		Windows:     Sessions(time.Hour),
 		Add:         func(acc, v int64, _ time.Time) int64 { return acc + v },
 		Merge:       func(a, b int64) int64 { return a + b },
@@ -97,7 +98,7 @@ func (bs *benchSessions) commit() {
 		bs.b.Fatal(err)
 	}
 	bs.ckpt++
-	if err := bs.s.Commit(store.Meta{CheckpointID: bs.ckpt}); err != nil {
+	if err := bs.s.Commit(state.Meta{CheckpointID: bs.ckpt}); err != nil {
 		bs.b.Fatal(err)
 	}
 }

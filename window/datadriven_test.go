@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/internal/ddtest"
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 )
 
@@ -111,7 +112,7 @@ type ddHarness struct {
 	dir  string
 	spec store.Spec
 	now  time.Time
-	s    *store.Local
+	s    *state.Local
 	opts Options[string, string, string]
 	late string // "", "late" or "latefail"
 	agg  *strAgg
@@ -205,7 +206,7 @@ func (h *ddHarness) optDur(c *ddtest.Case, name string) time.Duration {
 
 func (h *ddHarness) newAggregator() error {
 	h.agg = nil
-	agg, err := New(h.s, h.opts)
+	agg, err := New(h.s.View(), h.opts)
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,7 @@ func (h *ddHarness) run(c *ddtest.Case) string {
 		h.log, h.ckpt = nil, 0
 		h.spec = store.Spec{Name: "windows", Engine: h.eng, TrackChanges: c.HasArg("track")}
 		h.dir = h.newDir()
-		s, err := store.Open(h.dir, h.spec, h.clock)
+		s, err := state.Open(h.dir, h.spec, h.clock)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,7 +318,7 @@ func (h *ddHarness) run(c *ddtest.Case) string {
 		}
 		h.log = append(h.log, recs...)
 		h.ckpt++
-		if err := h.s.Commit(store.Meta{CheckpointID: h.ckpt, Offset: int64(len(h.log)) - 1}); err != nil {
+		if err := h.s.Commit(state.Meta{CheckpointID: h.ckpt, Offset: int64(len(h.log)) - 1}); err != nil {
 			t.Fatalf("line %d: commit: %v", c.Line, err)
 		}
 	case "crash":
@@ -325,10 +326,10 @@ func (h *ddHarness) run(c *ddtest.Case) string {
 			t.Fatalf("line %d: close: %v", c.Line, err)
 		}
 		h.agg = nil
-		want := store.Meta{CheckpointID: h.ckpt, Offset: int64(len(h.log)) - 1}
+		want := state.Meta{CheckpointID: h.ckpt, Offset: int64(len(h.log)) - 1}
 		if h.eng == store.Pebble && !c.HasArg("fresh") {
 			// A restart on the same machine: the local store is reused.
-			s, err := store.Open(h.dir, h.spec, h.clock)
+			s, err := state.Open(h.dir, h.spec, h.clock)
 			if err != nil {
 				t.Fatalf("line %d: reopen: %v", c.Line, err)
 			}
@@ -343,7 +344,7 @@ func (h *ddHarness) run(c *ddtest.Case) string {
 		} else {
 			// A new machine, or a memory store: replay the changelog.
 			h.dir = h.newDir()
-			s, err := store.Open(h.dir, h.spec, h.clock)
+			s, err := state.Open(h.dir, h.spec, h.clock)
 			if err != nil {
 				t.Fatalf("line %d: open: %v", c.Line, err)
 			}

@@ -41,10 +41,10 @@
 //
 // An Aggregator keeps an index of open windows and the stream time in
 // memory as well as in the store. When Process fails, Grete rolls the
-// task's stores back to before the message; the aggregator notices (with
-// a store.Local) and rebuilds its memory from the store at its next Add or
-// Flush, so a task that goes on (Skip, DeadLetter) sees the state as if
-// the message had never come. The rebuild costs a scan of the open
+// task's stores back to before the message; the aggregator notices
+// (every task store is a store.RollbackCounter) and rebuilds its memory
+// from the store at its next Add or Flush, so a task that goes on (Skip,
+// DeadLetter) sees the state as if the message had never come. The rebuild costs a scan of the open
 // windows, and only follows a failed message that had written to the
 // store.
 package window

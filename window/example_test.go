@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/store"
+	"github.com/grete-go/grete/store/storetest"
 	"github.com/grete-go/grete/window"
 )
 
@@ -14,11 +15,11 @@ import (
 // value emitted, its state deleted) once stream time passes its last event
 // by the gap plus the grace period.
 func ExampleNew_sessions() {
-	s, err := store.Open("", store.Spec{Name: "sessions", Engine: store.Memory}, nil)
+	s, h, err := storetest.Open("", store.Spec{Name: "sessions", Engine: store.Memory})
 	if err != nil {
 		panic(err)
 	}
-	defer s.Close()
+	defer h.Close()
 	agg, err := window.New(s, window.Options[string, string, []string]{
 		Windows: window.Sessions(10 * time.Minute),
 		Grace:   time.Minute,

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 )
 
@@ -227,7 +228,7 @@ func runModel(t *testing.T, eng store.Engine, seed uint64, n int) modelTotals {
 	dirs := 0
 	newDir := func() string { dirs++; return fmt.Sprintf("%s/s%d", base, dirs) }
 	dir := newDir()
-	s, err := store.Open(dir, spec, nil)
+	s, err := state.Open(dir, spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ func runModel(t *testing.T, eng store.Engine, seed uint64, n int) modelTotals {
 		Merge:       func(a, b []int) []int { return append(a, b...) },
 		EmitUpdates: true,
 	}
-	agg, err := New(s, opts)
+	agg, err := New(s.View(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func runModel(t *testing.T, eng store.Engine, seed uint64, n int) modelTotals {
 				t.Fatal(err)
 			}
 			ckpt++
-			if err := s.Commit(store.Meta{CheckpointID: ckpt, Offset: int64(len(changelog)) - 1}); err != nil {
+			if err := s.Commit(state.Meta{CheckpointID: ckpt, Offset: int64(len(changelog)) - 1}); err != nil {
 				t.Fatal(err)
 			}
 			saved, savedNext = ref.clone(), i
@@ -305,19 +306,19 @@ func runModel(t *testing.T, eng store.Engine, seed uint64, n int) modelTotals {
 				t.Fatal(err)
 			}
 			if eng == store.Pebble && rng.IntN(2) == 0 {
-				s, err = store.Open(dir, spec, nil) // same machine
+				s, err = state.Open(dir, spec, nil) // same machine
 			} else {
 				dir = newDir() // new machine, or memory: replay the changelog
-				if s, err = store.Open(dir, spec, nil); err == nil {
+				if s, err = state.Open(dir, spec, nil); err == nil {
 					if err = s.Restore(changelog); err == nil {
-						err = s.FinishRestore(store.Meta{CheckpointID: ckpt, Offset: int64(len(changelog)) - 1}, 0)
+						err = s.FinishRestore(state.Meta{CheckpointID: ckpt, Offset: int64(len(changelog)) - 1}, 0)
 					}
 				}
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if agg, err = New(s, opts); err != nil {
+			if agg, err = New(s.View(), opts); err != nil {
 				t.Fatal(err)
 			}
 			ref, i = saved.clone(), savedNext

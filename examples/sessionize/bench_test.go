@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	localstate "github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task/tasktest"
@@ -122,7 +123,7 @@ func BenchmarkProcess(b *testing.B) {
 // commit (changelog flush and engine write, no Kafka) every 5000.
 func BenchmarkAggregatorPebble(b *testing.B) {
 	evs, _ := benchEvents(b, b.N)
-	st, err := store.Open(b.TempDir(), store.Spec{Name: storeName}, nil)
+	st, err := localstate.Open(b.TempDir(), store.Spec{Name: storeName}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func BenchmarkAggregatorPebble(b *testing.B) {
 				b.Fatal(err)
 			}
 			commits++
-			if err := st.Commit(store.Meta{CheckpointID: commits, Offset: int64(commits)}); err != nil {
+			if err := st.Commit(localstate.Meta{CheckpointID: commits, Offset: int64(commits)}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task/tasktest"
@@ -61,7 +62,7 @@ func BenchmarkFlush(b *testing.B) {
 	const keys, changed = 100_000, 100
 	for _, mode := range []string{"take-changes", "full-scan"} {
 		b.Run(mode, func(b *testing.B) {
-			l, err := store.Open(b.TempDir(), store.Spec{Name: countsStore, TrackChanges: true}, nil)
+			l, err := state.Open(b.TempDir(), store.Spec{Name: countsStore, TrackChanges: true}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -71,7 +72,7 @@ func BenchmarkFlush(b *testing.B) {
 				if err := l.Flush(func(_, _ []byte) error { return nil }); err != nil {
 					b.Fatal(err)
 				}
-				if err := l.Commit(store.Meta{CheckpointID: id, Offset: int64(id)}); err != nil {
+				if err := l.Commit(state.Meta{CheckpointID: id, Offset: int64(id)}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -51,7 +51,7 @@ type countTask struct {
 
 	name       string
 	log        *slog.Logger
-	store      store.Store
+	changes    store.ChangeTracker // the counts store, declared with TrackChanges
 	counts     *store.Typed[string, int64]
 	leaders    *Leaders
 	sent       []Entry // the last top sent since Init
@@ -72,7 +72,11 @@ func (t *countTask) Init(_ context.Context, tc task.Context) error {
 	if err != nil {
 		return err
 	}
-	t.store, t.counts = s, store.StringKeys[int64](s)
+	ct, ok := s.(store.ChangeTracker)
+	if !ok {
+		return fmt.Errorf("store %q does not track changes: declare it with TrackChanges", countsStore)
+	}
+	t.changes, t.counts = ct, store.StringKeys[int64](s)
 	// The one full scan: rebuild the top-N of the restored counts.
 	start := time.Now()
 	t.leaders = NewLeaders(t.n)
@@ -123,7 +127,7 @@ func (t *countTask) Process(_ context.Context, m stream.Message, _ task.Collecto
 func (t *countTask) Window(_ context.Context, out task.Collector, _ task.Coordinator) error {
 	start := time.Now()
 	decode := stream.Msgpack[int64]()
-	visited, err := t.store.TakeChanges(0, func(key, value []byte) error {
+	visited, err := t.changes.TakeChanges(0, func(key, value []byte) error {
 		if value == nil {
 			return nil // deleted: counters never are
 		}

@@ -194,7 +194,7 @@ func TestCountTaskInitRebuildsTopFromStore(t *testing.T) {
 	for name, c := range map[string]int64{"old-a": 50, "old-b": 40, "old-c": 5} {
 		require.NoError(t, counts.Put(name, c))
 	}
-	n, err := s.TakeChanges(0, func(_, _ []byte) error { return nil })
+	n, err := s.(store.ChangeTracker).TakeChanges(0, func(_, _ []byte) error { return nil })
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
@@ -68,7 +69,7 @@ type Driver struct {
 	shutdownRq   bool
 	shutdownSeen bool
 
-	stores    []*store.Local
+	stores    []*state.Local
 	changelog map[string][]store.Record
 }
 
@@ -175,7 +176,7 @@ func newDriver(cfg *config, t task.StreamTask) *Driver {
 	d.changelog = map[string][]store.Record{}
 	for _, spec := range cfg.stores {
 		spec.Engine = store.Memory
-		l, err := store.Open("", spec, func() time.Time { return d.now })
+		l, err := state.Open("", spec, func() time.Time { return d.now })
 		if err != nil {
 			if d.setupErr == nil {
 				d.setupErr = fmt.Errorf("tasktest: %w", err)
@@ -467,7 +468,7 @@ func (d *Driver) commitLocked() {
 		})
 		off := int64(len(d.changelog[name])) - 1
 		if err == nil {
-			err = s.Commit(store.Meta{CheckpointID: cp.ID, Offset: off})
+			err = s.Commit(state.Meta{CheckpointID: cp.ID, Offset: off})
 		}
 		if err != nil {
 			d.log.Error("store commit failed", "store", name, "err", err)
@@ -623,7 +624,7 @@ func (d *Driver) Close(ctx context.Context) error {
 func (d *Driver) Store(name string) store.Store {
 	for _, s := range d.stores {
 		if s.Name() == name {
-			return s
+			return s.View()
 		}
 	}
 	return nil

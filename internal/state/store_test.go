@@ -1,9 +1,10 @@
-package store
+package state
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"maps"
 	"math/rand/v2"
 	"os"
@@ -27,7 +28,7 @@ func skipIfBug(t testing.TB, id string) {
 	}
 }
 
-var engines = []Engine{Pebble, Memory}
+var engines = []store.Engine{store.Pebble, store.Memory}
 
 // fakeClock is an injected clock for TTL tests.
 type fakeClock struct{ t time.Time }
@@ -39,12 +40,12 @@ func newClock() *fakeClock { return &fakeClock{t: t0} }
 
 // openLocal opens a store of spec (named "s" unless it has a name) on eng
 // in a new temporary directory; it is closed at the end of the test.
-func openLocal(t testing.TB, eng Engine, spec Spec, now func() time.Time) *Local {
+func openLocal(t testing.TB, eng store.Engine, spec store.Spec, now func() time.Time) *Local {
 	t.Helper()
 	return openLocalAt(t, filepath.Join(t.TempDir(), "s"), eng, spec, now)
 }
 
-func openLocalAt(t testing.TB, dir string, eng Engine, spec Spec, now func() time.Time) *Local {
+func openLocalAt(t testing.TB, dir string, eng store.Engine, spec store.Spec, now func() time.Time) *Local {
 	t.Helper()
 	if spec.Name == "" {
 		spec.Name = "s"
@@ -72,37 +73,37 @@ func commit(t testing.TB, s *Local, id uint64) {
 	must(t, s.Commit(Meta{CheckpointID: id, Offset: int64(id)}))
 }
 
-func collect(t testing.TB, it Iterator) []Entry {
+func collect(t testing.TB, it store.Iterator) []store.Entry {
 	t.Helper()
-	var es []Entry
+	var es []store.Entry
 	for it.Next() {
-		es = append(es, Entry{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
+		es = append(es, store.Entry{Key: bytes.Clone(it.Key()), Value: bytes.Clone(it.Value())})
 	}
 	must(t, it.Err())
 	must(t, it.Close())
 	return es
 }
 
-var _ Store = (*Local)(nil)
+var _ store.Store = (*Local)(nil)
 
 func TestSpecValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		spec Spec
+		spec store.Spec
 		want []string // substrings of the error; none: valid
 	}{
-		{"minimal", Spec{Name: "s"}, nil},
-		{"all chars", Spec{Name: "Ab-0_9.z"}, nil},
-		{"memory", Spec{Name: "s", Engine: Memory, TTL: time.Hour, WriteBuffer: 1, CacheSize: 1, TrackChanges: true}, nil},
-		{"no name", Spec{}, []string{"no name"}},
-		{"slash", Spec{Name: "a/b"}, []string{`"a/b"`, "letters, digits"}},
-		{"space", Spec{Name: "a b"}, []string{"letters, digits"}},
-		{"non-ascii", Spec{Name: "café"}, []string{"letters, digits"}},
-		{"engine", Spec{Name: "s", Engine: 7}, []string{"unknown engine Engine(7)"}},
-		{"negative buffer", Spec{Name: "s", WriteBuffer: -1}, []string{"must not be negative"}},
-		{"negative ttl", Spec{Name: "s", TTL: -time.Second}, []string{"must not be negative"}},
-		{"negative cache", Spec{Name: "s", CacheSize: -1}, []string{"must not be negative"}},
-		{"several", Spec{Name: "a b", Engine: 9, TTL: -1}, []string{"letters, digits", "unknown engine", "must not be negative"}},
+		{"minimal", store.Spec{Name: "s"}, nil},
+		{"all chars", store.Spec{Name: "Ab-0_9.z"}, nil},
+		{"memory", store.Spec{Name: "s", Engine: store.Memory, TTL: time.Hour, WriteBuffer: 1, CacheSize: 1, TrackChanges: true}, nil},
+		{"no name", store.Spec{}, []string{"no name"}},
+		{"slash", store.Spec{Name: "a/b"}, []string{`"a/b"`, "letters, digits"}},
+		{"space", store.Spec{Name: "a b"}, []string{"letters, digits"}},
+		{"non-ascii", store.Spec{Name: "café"}, []string{"letters, digits"}},
+		{"engine", store.Spec{Name: "s", Engine: 7}, []string{"unknown engine Engine(7)"}},
+		{"negative buffer", store.Spec{Name: "s", WriteBuffer: -1}, []string{"must not be negative"}},
+		{"negative ttl", store.Spec{Name: "s", TTL: -time.Second}, []string{"must not be negative"}},
+		{"negative cache", store.Spec{Name: "s", CacheSize: -1}, []string{"must not be negative"}},
+		{"several", store.Spec{Name: "a b", Engine: 9, TTL: -1}, []string{"letters, digits", "unknown engine", "must not be negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.spec.Validate()
@@ -125,15 +126,15 @@ func TestSpecValidate(t *testing.T) {
 }
 
 func TestOpenRefusesInvalidSpec(t *testing.T) {
-	if _, err := Open(t.TempDir(), Spec{Name: "bad name"}, nil); err == nil {
+	if _, err := Open(t.TempDir(), store.Spec{Name: "bad name"}, nil); err == nil {
 		t.Fatal("Open accepted an invalid spec")
 	}
 }
 
 func TestOpenDefaults(t *testing.T) {
-	s := openLocal(t, Memory, Spec{}, nil)
-	if got := s.Spec().WriteBuffer; got != DefaultWriteBuffer {
-		t.Errorf("WriteBuffer = %d, want %d", got, DefaultWriteBuffer)
+	s := openLocal(t, store.Memory, store.Spec{}, nil)
+	if got := s.Spec().WriteBuffer; got != store.DefaultWriteBuffer {
+		t.Errorf("WriteBuffer = %d, want %d", got, store.DefaultWriteBuffer)
 	}
 	if s.Name() != "s" {
 		t.Errorf("Name = %q", s.Name())
@@ -142,8 +143,8 @@ func TestOpenDefaults(t *testing.T) {
 
 func TestPebbleDirInUse(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "s")
-	openLocalAt(t, dir, Pebble, Spec{}, nil)
-	s, err := Open(dir, Spec{Name: "s"}, nil)
+	openLocalAt(t, dir, store.Pebble, store.Spec{}, nil)
+	s, err := Open(dir, store.Spec{Name: "s"}, nil)
 	if err == nil {
 		s.Close()
 		t.Fatal("a second Open of a Pebble directory in use succeeded")
@@ -153,7 +154,7 @@ func TestPebbleDirInUse(t *testing.T) {
 func TestPebbleDirIsAFile(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "f")
 	must(t, os.WriteFile(f, nil, 0o644))
-	if _, err := Open(f, Spec{Name: "s"}, nil); err == nil {
+	if _, err := Open(f, store.Spec{Name: "s"}, nil); err == nil {
 		t.Fatal("Open on a file succeeded")
 	}
 }
@@ -166,7 +167,7 @@ func TestIteratorValidity(t *testing.T) {
 		t.Run(eng.String(), func(t *testing.T) {
 			// Small memtables and blocks: the iteration crosses many
 			// Pebble blocks and files.
-			s := openLocal(t, eng, Spec{MemTableSize: 64 << 10}, nil)
+			s := openLocal(t, eng, store.Spec{MemTableSize: 64 << 10}, nil)
 			want := map[string]string{}
 			const n = 3000
 			for i := range n {
@@ -185,7 +186,7 @@ func TestIteratorValidity(t *testing.T) {
 			}
 
 			it := s.Range(nil, nil)
-			var got []Entry
+			var got []store.Entry
 			for i := 0; it.Next(); i++ {
 				k, v := it.Key(), it.Value()
 				kc, vc := bytes.Clone(k), bytes.Clone(v)
@@ -197,7 +198,7 @@ func TestIteratorValidity(t *testing.T) {
 				if !bytes.Equal(k, kc) || !bytes.Equal(v, vc) || !bytes.Equal(it.Key(), kc) || !bytes.Equal(it.Value(), vc) {
 					t.Fatalf("entry %d changed before Next: %q=%q became %q=%q", i, kc, vc, k, v)
 				}
-				got = append(got, Entry{Key: kc, Value: vc})
+				got = append(got, store.Entry{Key: kc, Value: vc})
 			}
 			must(t, it.Err())
 			must(t, it.Close())
@@ -218,7 +219,7 @@ func TestIteratorValidity(t *testing.T) {
 func TestValuesNotAliased(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{TTL: time.Hour}, nil)
+			s := openLocal(t, eng, store.Spec{TTL: time.Hour}, nil)
 			k, v := []byte("key1"), []byte("value1")
 			must(t, s.Put(k, v))
 			// The caller reuses its buffers.
@@ -242,7 +243,7 @@ func TestValuesNotAliased(t *testing.T) {
 				commit(t, s, 1)
 			}
 			// PutAll entries may be reused too.
-			es := []Entry{{Key: []byte("a"), Value: []byte("1")}}
+			es := []store.Entry{{Key: []byte("a"), Value: []byte("1")}}
 			must(t, s.PutAll(es))
 			es[0].Key[0], es[0].Value[0] = 'b', '2'
 			if got, ok, _ := s.Get([]byte("a")); !ok || string(got) != "1" {
@@ -262,7 +263,7 @@ func TestValuesNotAliased(t *testing.T) {
 func TestGetEmptyValueIsNotNil(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
+			s := openLocal(t, eng, store.Spec{}, nil)
 			must(t, s.Put([]byte("k"), nil))
 			for range 2 {
 				v, ok, err := s.Get([]byte("k"))
@@ -284,7 +285,7 @@ func TestErrClosed(t *testing.T) {
 	}{
 		{"Get", "", func(s *Local) error { _, _, err := s.Get([]byte("a")); return err }},
 		{"Put", "", func(s *Local) error { return s.Put([]byte("a"), []byte("1")) }},
-		{"PutAll", "", func(s *Local) error { return s.PutAll([]Entry{{Key: []byte("a")}}) }},
+		{"PutAll", "", func(s *Local) error { return s.PutAll([]store.Entry{{Key: []byte("a")}}) }},
 		{"Delete", "", func(s *Local) error { return s.Delete([]byte("a")) }},
 		{"Range", "", func(s *Local) error {
 			it := s.Range(nil, nil)
@@ -297,7 +298,7 @@ func TestErrClosed(t *testing.T) {
 		{"TakeChanges", "", func(s *Local) error { _, err := s.TakeChanges(0, func(k, v []byte) error { return nil }); return err }},
 		{"Flush", "", func(s *Local) error { return s.Flush(func(k, v []byte) error { return nil }) }},
 		{"Commit", "", func(s *Local) error { return s.Commit(Meta{CheckpointID: 2}) }},
-		{"Restore", "", func(s *Local) error { return s.Restore([]Record{{Key: []byte("da"), Value: []byte{0}}}) }},
+		{"Restore", "", func(s *Local) error { return s.Restore([]store.Record{{Key: []byte("da"), Value: []byte{0}}}) }},
 		{"Meta", "closed-engine", func(s *Local) error { _, _, err := s.Meta(); return err }},
 		{"EngineValue", "closed-engine", func(s *Local) error { _, err := s.EngineValue([]byte("da")); return err }},
 		{"FinishRestore", "closed-engine", func(s *Local) error { return s.FinishRestore(Meta{}, 0) }},
@@ -309,7 +310,7 @@ func TestErrClosed(t *testing.T) {
 				if c.bug != "" {
 					skipIfBug(t, c.bug)
 				}
-				s := openLocal(t, eng, Spec{TrackChanges: true}, nil)
+				s := openLocal(t, eng, store.Spec{TrackChanges: true}, nil)
 				must(t, s.Put([]byte("a"), []byte("1")))
 				commit(t, s, 1)
 				must(t, s.Close())
@@ -323,7 +324,7 @@ func TestErrClosed(t *testing.T) {
 					}()
 					err = c.call(s)
 				}()
-				if !errors.Is(err, ErrClosed) {
+				if !errors.Is(err, store.ErrClosed) {
 					t.Fatalf("%s on a closed store: %v, want ErrClosed", c.name, err)
 				}
 			})
@@ -334,8 +335,8 @@ func TestErrClosed(t *testing.T) {
 func TestRestoreRefusesEmptyKey(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
-			err := s.Restore([]Record{{Key: []byte("da"), Value: []byte{0, '1'}}, {Key: nil, Value: []byte{0}}})
+			s := openLocal(t, eng, store.Spec{}, nil)
+			err := s.Restore([]store.Record{{Key: []byte("da"), Value: []byte{0, '1'}}, {Key: nil, Value: []byte{0}}})
 			if err == nil || !strings.Contains(err.Error(), "empty key") {
 				t.Fatalf("Restore = %v, want an empty key error", err)
 			}
@@ -363,7 +364,7 @@ func TestMetaOfUnknownFormat(t *testing.T) {
 				if tc.bug != "" {
 					skipIfBug(t, tc.bug)
 				}
-				s := openLocal(t, eng, Spec{}, nil)
+				s := openLocal(t, eng, store.Spec{}, nil)
 				must(t, s.eng.apply(nil, tc.meta, false))
 				var err error
 				func() {
@@ -395,7 +396,7 @@ func TestMetaRoundTrip(t *testing.T) {
 // maxSweep entries at a time, so no commit stalls on it.
 func TestSweepIsBounded(t *testing.T) {
 	clock := newClock()
-	s := openLocal(t, Memory, Spec{TTL: time.Minute}, clock.now)
+	s := openLocal(t, store.Memory, store.Spec{TTL: time.Minute}, clock.now)
 	const n = maxSweep + 10
 	for i := range n {
 		must(t, s.Put(fmt.Appendf(nil, "k%06d", i), []byte("v")))
@@ -427,7 +428,7 @@ func TestSweepIsBounded(t *testing.T) {
 // TestStatsConcurrent: Stats may be read from another goroutine while the
 // task works (run with -race).
 func TestStatsConcurrent(t *testing.T) {
-	s := openLocal(t, Memory, Spec{}, nil)
+	s := openLocal(t, store.Memory, store.Spec{}, nil)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(1)
@@ -463,8 +464,8 @@ func TestStatsConcurrent(t *testing.T) {
 func TestRestoreStats(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
-			must(t, s.Restore([]Record{{Key: []byte("da"), Value: []byte{0, '1'}}, {Key: []byte("db"), Value: nil}}))
+			s := openLocal(t, eng, store.Spec{}, nil)
+			must(t, s.Restore([]store.Record{{Key: []byte("da"), Value: []byte{0, '1'}}, {Key: []byte("db"), Value: nil}}))
 			must(t, s.FinishRestore(Meta{CheckpointID: 3, Offset: 9}, 2*time.Second))
 			st := s.Stats()
 			if st.RestoreRecords != 2 || st.RestoreBytes != 6 || st.RestoreTime != 2*time.Second {
@@ -486,7 +487,7 @@ func TestRestoreStats(t *testing.T) {
 func TestModel(t *testing.T) {
 	for _, eng := range engines {
 		// Pebble's syncs and reopens cost milliseconds: fewer operations.
-		ops := map[Engine]int{Pebble: 400, Memory: 3000}[eng]
+		ops := map[store.Engine]int{store.Pebble: 400, store.Memory: 3000}[eng]
 		if testing.Short() {
 			ops /= 4
 		}
@@ -569,17 +570,17 @@ func (m *model) rollback() {
 }
 
 // records are the changelog records a flush should emit.
-func (m *model) records() []Record {
-	var rs []Record
+func (m *model) records() []store.Record {
+	var rs []store.Record
 	for k, c := range m.pendChanged {
-		r := Record{Key: append([]byte{nsChange}, k...)}
+		r := store.Record{Key: append([]byte{nsChange}, k...)}
 		if c {
 			r.Value = []byte{}
 		}
 		rs = append(rs, r)
 	}
 	for k, v := range m.pendData {
-		r := Record{Key: append([]byte{nsData}, k...)}
+		r := store.Record{Key: append([]byte{nsData}, k...)}
 		if v != nil {
 			r.Value = append([]byte{hdrPlain}, *v...)
 		}
@@ -589,8 +590,8 @@ func (m *model) records() []Record {
 	return rs
 }
 
-func sortRecords(rs []Record) {
-	slices.SortFunc(rs, func(a, b Record) int { return bytes.Compare(a.Key, b.Key) })
+func sortRecords(rs []store.Record) {
+	slices.SortFunc(rs, func(a, b store.Record) int { return bytes.Compare(a.Key, b.Key) })
 }
 
 func (m *model) keys(lo, hi []byte) []string {
@@ -615,18 +616,18 @@ func (m *model) keys(lo, hi []byte) []string {
 	return ks
 }
 
-func runModel(t *testing.T, eng Engine, seed uint64, ops int) {
+func runModel(t *testing.T, eng store.Engine, seed uint64, ops int) {
 	rng := rand.New(rand.NewPCG(seed, seed*7919))
 	base := t.TempDir()
 	dirs := 0
 	newDir := func() string { dirs++; return filepath.Join(base, fmt.Sprint(dirs)) }
-	spec := Spec{Name: "s", Engine: eng, TrackChanges: true, MemTableSize: 64 << 10}
+	spec := store.Spec{Name: "s", Engine: eng, TrackChanges: true, MemTableSize: 64 << 10}
 	dir := newDir()
 	s, err := Open(dir, spec, nil)
 	must(t, err)
 	defer func() { _ = s.Close() }()
 	m := newModel()
-	var changelog []Record // committed records
+	var changelog []store.Record // committed records
 	var lastMeta Meta
 	metaWritten := false // by a Commit or a FinishRestore
 
@@ -644,7 +645,7 @@ func runModel(t *testing.T, eng Engine, seed uint64, ops int) {
 		n := max(0, len(trace)-30)
 		t.Fatalf("seed %d, op %d: %s\nlast ops:\n%s", seed, len(trace), fmt.Sprintf(format, args...), strings.Join(trace[n:], "\n"))
 	}
-	checkRange := func(lo, hi []byte, it Iterator) {
+	checkRange := func(lo, hi []byte, it store.Iterator) {
 		t.Helper()
 		got := collect(t, it)
 		want := m.keys(lo, hi)
@@ -759,13 +760,13 @@ func runModel(t *testing.T, eng Engine, seed uint64, ops int) {
 			}
 		case r < 93:
 			trace = append(trace, "commit")
-			var recs []Record
+			var recs []store.Record
 			must(t, s.Flush(func(k, v []byte) error {
 				var vc []byte
 				if v != nil {
 					vc = bytes.Clone(v)
 				}
-				recs = append(recs, Record{Key: bytes.Clone(k), Value: vc})
+				recs = append(recs, store.Record{Key: bytes.Clone(k), Value: vc})
 				return nil
 			}))
 			want := m.records()
@@ -790,7 +791,7 @@ func runModel(t *testing.T, eng Engine, seed uint64, ops int) {
 			s, err = Open(dir, spec, nil)
 			must(t, err)
 			m.abort()
-			if eng == Memory && metaWritten {
+			if eng == store.Memory && metaWritten {
 				must(t, s.Restore(changelog))
 				must(t, s.FinishRestore(lastMeta, 0))
 			}
@@ -824,7 +825,7 @@ func runModel(t *testing.T, eng Engine, seed uint64, ops int) {
 func TestTakeChangesWritesInCallback(t *testing.T) {
 	for _, e := range engines {
 		t.Run(e.String(), func(t *testing.T) {
-			s, err := Open(t.TempDir(), Spec{Name: "s", Engine: e, TrackChanges: true}, nil)
+			s, err := Open(t.TempDir(), store.Spec{Name: "s", Engine: e, TrackChanges: true}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -872,7 +873,7 @@ func TestTakeChangesWritesInCallback(t *testing.T) {
 func TestSavepointRollback(t *testing.T) {
 	for _, e := range engines {
 		t.Run(e.String(), func(t *testing.T) {
-			s, err := Open(t.TempDir(), Spec{Name: "s", Engine: e, TrackChanges: true, TTL: time.Hour}, nil)
+			s, err := Open(t.TempDir(), store.Spec{Name: "s", Engine: e, TrackChanges: true, TTL: time.Hour}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package store
+package state
 
 import (
 	"bufio"
@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"path/filepath"
 	"sync"
 
@@ -149,13 +150,13 @@ type pebbleEngine struct {
 	opts *pebble.Options
 }
 
-func openPebble(dir string, s Spec) (*pebbleEngine, error) {
+func openPebble(dir string, s store.Spec, readOnly bool) (*pebbleEngine, error) {
 	cacheSize := s.CacheSize
 	if cacheSize == 0 {
 		cacheSize = 8 << 20
 	}
 	cache := pebble.NewCache(cacheSize)
-	opts := &pebble.Options{Cache: cache, Logger: quietLogger{}}
+	opts := &pebble.Options{Cache: cache, Logger: quietLogger{}, ReadOnly: readOnly}
 	// Bloom filters let point reads (Get: most of a task's reads) skip
 	// files that cannot hold the key.
 	for i := range opts.Levels {

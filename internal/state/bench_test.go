@@ -1,9 +1,10 @@
-package store
+package state
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"github.com/grete-go/grete/store"
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
@@ -135,7 +136,7 @@ func BenchmarkPutCommit(b *testing.B) {
 	keys := benchKeySet(benchBatch, 1)
 	val := benchValue(0)
 	b.Run("grete", func(b *testing.B) {
-		s := openLocal(b, Pebble, Spec{}, nil)
+		s := openLocal(b, store.Pebble, store.Spec{}, nil)
 		b.SetBytes(benchBatch * (benchKeyLen + benchValLen))
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
@@ -144,7 +145,7 @@ func BenchmarkPutCommit(b *testing.B) {
 	})
 	// With the changelog step: Flush hands every record to a no-op emit.
 	b.Run("grete+flush", func(b *testing.B) {
-		s := openLocal(b, Pebble, Spec{}, nil)
+		s := openLocal(b, store.Pebble, store.Spec{}, nil)
 		b.SetBytes(benchBatch * (benchKeyLen + benchValLen))
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
@@ -170,7 +171,7 @@ func BenchmarkPutCommit(b *testing.B) {
 		}
 	})
 	b.Run("paired", func(b *testing.B) {
-		s := openLocal(b, Pebble, Spec{}, nil)
+		s := openLocal(b, store.Pebble, store.Spec{}, nil)
 		db := openRawPebble(b)
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -215,7 +216,7 @@ func compact(b *testing.B, db *pebble.DB) {
 }
 
 func loadGrete(b *testing.B, keys [][]byte) *Local {
-	s := openLocal(b, Pebble, Spec{}, nil)
+	s := openLocal(b, store.Pebble, store.Spec{}, nil)
 	for i, k := range keys {
 		if err := s.Put(k, benchValue(i)); err != nil {
 			b.Fatal(err)

@@ -1,10 +1,11 @@
-package store
+package state
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"os"
 	"sync/atomic"
 	"time"
@@ -59,10 +60,11 @@ func decodeMeta(b []byte) (Meta, error) {
 // the checkpoint is written, so the engine is never ahead of the
 // checkpoint.
 //
-// Task code sees a Local as a Store. The other exported methods are the
-// commit and restore protocol, driven by package task.
+// Task code sees a Local through View, as a store.Store. The other
+// exported methods are the commit and restore protocol, driven by the
+// task loop.
 type Local struct {
-	spec Spec
+	spec store.Spec
 	dir  string
 	eng  engine
 	buf  *writeBuffer
@@ -73,8 +75,9 @@ type Local struct {
 	// TakeChanges reads them here, never iterating the engine's marker
 	// range, where taken markers linger as tombstones until compaction.
 	marks  *btree.BTreeG[string]
-	now    func() time.Time
-	closed bool
+	now      func() time.Time
+	closed   bool
+	readOnly bool // opened by OpenReadOnly: writes fail
 	// undo records what each write since Savepoint replaced in the
 	// entries buffered before it (spLen of them), so that Rollback can
 	// take back the writes of a failed message.
@@ -95,12 +98,12 @@ type Local struct {
 
 // Open opens the store of spec in dir (ignored by the Memory engine).
 // now is the clock for TTLs; nil means time.Now.
-func Open(dir string, spec Spec, now func() time.Time) (*Local, error) {
+func Open(dir string, spec store.Spec, now func() time.Time) (*Local, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if spec.WriteBuffer == 0 {
-		spec.WriteBuffer = DefaultWriteBuffer
+		spec.WriteBuffer = store.DefaultWriteBuffer
 	}
 	if now == nil {
 		now = time.Now
@@ -112,14 +115,32 @@ func Open(dir string, spec Spec, now func() time.Time) (*Local, error) {
 	return l, nil
 }
 
+// OpenReadOnly opens the Pebble store of spec in dir as it is on disk, for
+// inspection: its writes fail with store.ErrReadOnly, and nothing on disk
+// changes. The directory must not be open elsewhere (a running job holds
+// its stores).
+func OpenReadOnly(dir string, spec store.Spec) (*Local, error) {
+	if spec.Engine == store.Memory {
+		return nil, fmt.Errorf("store %q keeps its data in memory: there is nothing on disk to open", spec.Name)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("store %q: %w", spec.Name, err)
+	}
+	l := &Local{spec: spec, dir: dir, now: time.Now, buf: newWriteBuffer(), readOnly: true}
+	if err := l.openEngine(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
 func (l *Local) openEngine() error {
-	if l.spec.Engine == Memory {
+	if l.spec.Engine == store.Memory {
 		l.eng = newMemEngine()
 	} else {
-		if err := os.MkdirAll(l.dir, 0o755); err != nil {
+		if err := os.MkdirAll(l.dir, 0o755); err != nil && !l.readOnly {
 			return fmt.Errorf("store %q: %w", l.spec.Name, err)
 		}
-		e, err := openPebble(l.dir, l.spec)
+		e, err := openPebble(l.dir, l.spec, l.readOnly)
 		if err != nil {
 			return err
 		}
@@ -155,7 +176,7 @@ func (l *Local) noteMarks(key []byte, del bool) {
 func (l *Local) Name() string { return l.spec.Name }
 
 // Spec returns the store's spec, with defaults filled in.
-func (l *Local) Spec() Spec { return l.spec }
+func (l *Local) Spec() store.Spec { return l.spec }
 
 func dataKey(key []byte) []byte {
 	k := make([]byte, 1+len(key))
@@ -212,7 +233,7 @@ func decodeValue(v []byte, now int64) ([]byte, bool, error) {
 // Get implements Store.
 func (l *Local) Get(key []byte) ([]byte, bool, error) {
 	if l.closed {
-		return nil, false, ErrClosed
+		return nil, false, store.ErrClosed
 	}
 	l.gets.Add(1)
 	v, ok, err := l.lookup(l.scratchKey(nsData, key))
@@ -287,7 +308,10 @@ func (l *Local) dropExpiry(key []byte) error {
 // Put implements Store.
 func (l *Local) Put(key, value []byte) error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
+	}
+	if l.readOnly {
+		return store.ErrReadOnly
 	}
 	l.puts.Add(1)
 	var v []byte
@@ -309,7 +333,7 @@ func (l *Local) Put(key, value []byte) error {
 }
 
 // PutAll implements Store.
-func (l *Local) PutAll(entries []Entry) error {
+func (l *Local) PutAll(entries []store.Entry) error {
 	for _, e := range entries {
 		if err := l.Put(e.Key, e.Value); err != nil {
 			return err
@@ -321,7 +345,10 @@ func (l *Local) PutAll(entries []Entry) error {
 // Delete implements Store.
 func (l *Local) Delete(key []byte) error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
+	}
+	if l.readOnly {
+		return store.ErrReadOnly
 	}
 	l.dels.Add(1)
 	if l.spec.TTL > 0 {
@@ -341,7 +368,7 @@ func (l *Local) markChanged(key []byte) {
 }
 
 // Range implements Store.
-func (l *Local) Range(start, end []byte) Iterator {
+func (l *Local) Range(start, end []byte) store.Iterator {
 	lo := []byte{nsData}
 	hi := []byte{nsData + 1}
 	if start != nil {
@@ -354,7 +381,7 @@ func (l *Local) Range(start, end []byte) Iterator {
 }
 
 // Prefix implements Store.
-func (l *Local) Prefix(prefix []byte) Iterator {
+func (l *Local) Prefix(prefix []byte) store.Iterator {
 	lo := dataKey(prefix)
 	return l.userIter(lo, prefixEnd(lo))
 }
@@ -371,13 +398,13 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
-func (l *Local) userIter(lo, hi []byte) Iterator {
+func (l *Local) userIter(lo, hi []byte) store.Iterator {
 	if l.closed {
-		return &errIter{err: ErrClosed}
+		return store.ErrorIterator(store.ErrClosed)
 	}
 	m, err := l.merged(lo, hi, l.buf.scan(lo, hi))
 	if err != nil {
-		return &errIter{err: err}
+		return store.ErrorIterator(err)
 	}
 	return &userIter{m: m, now: l.now().UnixNano()}
 }
@@ -480,11 +507,3 @@ func (u *userIter) Close() error {
 	u.closed = true
 	return u.m.close()
 }
-
-type errIter struct{ err error }
-
-func (e *errIter) Next() bool    { return false }
-func (e *errIter) Key() []byte   { return nil }
-func (e *errIter) Value() []byte { return nil }
-func (e *errIter) Err() error    { return e.err }
-func (e *errIter) Close() error  { return nil }

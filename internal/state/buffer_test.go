@@ -1,8 +1,9 @@
-package store
+package state
 
 import (
 	"bytes"
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -36,7 +37,7 @@ func flushed(t *testing.T, s *Local) []string {
 func TestFlushOrderAfterRollback(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
+			s := openLocal(t, eng, store.Spec{}, nil)
 			must(t, s.Put([]byte("b"), []byte("1")))
 			s.Savepoint()
 			must(t, s.Put([]byte("c"), []byte("1")))
@@ -49,7 +50,7 @@ func TestFlushOrderAfterRollback(t *testing.T) {
 				t.Fatalf("flush after Rollback = %q, want %q", got, want)
 			}
 			commit(t, s, 1)
-			if got, want := collect(t, s.Range(nil, nil)), []Entry{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("b"), Value: []byte("1")}}; fmt.Sprint(got) != fmt.Sprint(want) {
+			if got, want := collect(t, s.Range(nil, nil)), []store.Entry{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("b"), Value: []byte("1")}}; fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("committed %q, want %q", got, want)
 			}
 		})
@@ -63,14 +64,14 @@ func TestFlushOrderAfterRollback(t *testing.T) {
 func TestIterateInterleavedWrites(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
+			s := openLocal(t, eng, store.Spec{}, nil)
 			put := func(kvs ...string) {
 				t.Helper()
 				for i := 0; i < len(kvs); i += 2 {
 					must(t, s.Put([]byte(kvs[i]), []byte(kvs[i+1])))
 				}
 			}
-			keys := func(it Iterator) string {
+			keys := func(it store.Iterator) string {
 				t.Helper()
 				var ks []string
 				for _, e := range collect(t, it) {
@@ -123,7 +124,7 @@ func TestBufferedValuesStay(t *testing.T) {
 	}
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
+			s := openLocal(t, eng, store.Spec{}, nil)
 			type kept struct{ k, v, want []byte }
 			var all []kept
 			for round := range 3 {

@@ -1,8 +1,9 @@
-package store
+package state
 
 import (
 	"bytes"
 	"errors"
+	"github.com/grete-go/grete/store"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -21,11 +22,11 @@ type session struct {
 func TestTypedSerdes(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
-			msg := StringKeys[session](s)
-			js := NewTyped(s, stream.String(), stream.JSON[session]())
-			str := NewTyped(s, stream.String(), stream.String())
-			if msg.Store() != Store(s) {
+			s := openLocal(t, eng, store.Spec{}, nil)
+			msg := store.StringKeys[session](s)
+			js := store.NewTyped(s, stream.String(), stream.JSON[session]())
+			str := store.NewTyped(s, stream.String(), stream.String())
+			if msg.Store() != store.Store(s) {
 				t.Fatal("Store() is not the wrapped store")
 			}
 
@@ -92,8 +93,8 @@ func TestTypedSerdes(t *testing.T) {
 // names the store and keeps the serde's *stream.DecodeError, and an
 // iterator stops at it.
 func TestTypedDecodeErrors(t *testing.T) {
-	s := openLocal(t, Memory, Spec{Name: "sessions"}, nil)
-	js := NewTyped(s, stream.String(), stream.JSON[session]())
+	s := openLocal(t, store.Memory, store.Spec{Name: "sessions"}, nil)
+	js := store.NewTyped(s, stream.String(), stream.JSON[session]())
 	must(t, js.Put("a", session{User: "a"}))
 	must(t, s.Put([]byte("b"), []byte("not json")))
 	must(t, js.Put("c", session{User: "c"}))
@@ -124,7 +125,7 @@ func TestTypedDecodeErrors(t *testing.T) {
 	must(t, it.Close())
 
 	// Keys that do not decode: a uint64 key store holding a short key.
-	u := NewTyped(s, Uint64Key(), stream.String())
+	u := store.NewTyped(s, store.Uint64Key(), stream.String())
 	it2 := u.All()
 	if it2.Next() {
 		t.Fatalf("decoded key %d from a 1-byte key", it2.Key())
@@ -149,7 +150,7 @@ func TestInt64KeyOrder(t *testing.T) {
 		}
 		vals = append(vals, v)
 	}
-	ks := Int64Key()
+	ks := store.Int64Key()
 	enc := make([][]byte, len(vals))
 	for i, v := range vals {
 		b, err := ks.Encode(v)
@@ -183,7 +184,7 @@ func TestUint64KeyOrder(t *testing.T) {
 	for range 2000 {
 		vals = append(vals, rng.Uint64()>>rng.IntN(64))
 	}
-	ks := Uint64Key()
+	ks := store.Uint64Key()
 	enc := make([][]byte, len(vals))
 	for i, v := range vals {
 		b, err := ks.Encode(v)
@@ -209,8 +210,8 @@ func TestUint64KeyOrder(t *testing.T) {
 func TestTypedInt64Range(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
-			s := openLocal(t, eng, Spec{}, nil)
-			ts := NewTyped(s, Int64Key(), stream.Msgpack[int64]())
+			s := openLocal(t, eng, store.Spec{}, nil)
+			ts := store.NewTyped(s, store.Int64Key(), stream.Msgpack[int64]())
 			rng := rand.New(rand.NewPCG(5, 6))
 			vals := slices.Clone(int64Edges)
 			for range 300 {
@@ -225,7 +226,7 @@ func TestTypedInt64Range(t *testing.T) {
 			slices.Sort(vals)
 			vals = slices.Compact(vals)
 
-			check := func(it *TypedIterator[int64, int64], want []int64) {
+			check := func(it *store.TypedIterator[int64, int64], want []int64) {
 				t.Helper()
 				var got []int64
 				for it.Next() {

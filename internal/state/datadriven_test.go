@@ -1,4 +1,4 @@
-package store
+package state
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,16 +60,16 @@ func TestDataDriven(t *testing.T) {
 		t.Fatal("no testdata files")
 	}
 	for _, file := range files {
-		for _, eng := range []Engine{Pebble, Memory} {
+		for _, eng := range []store.Engine{store.Pebble, store.Memory} {
 			t.Run(filepath.Base(file)+"/"+eng.String(), func(t *testing.T) {
-				runDataFile(t, file, eng, *rewrite && eng == Pebble)
+				runDataFile(t, file, eng, *rewrite && eng == store.Pebble)
 			})
 		}
 	}
 }
 
 // ddCase is one command of a data file.
-func runDataFile(t *testing.T, path string, eng Engine, rewrite bool) {
+func runDataFile(t *testing.T, path string, eng store.Engine, rewrite bool) {
 	h := newHarness(t, eng)
 	defer h.closeAll()
 	ddtest.Run(t, path, rewrite, func(c *ddtest.Case) string {
@@ -84,21 +85,21 @@ var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type harness struct {
 	t      *testing.T
-	eng    Engine
+	eng    store.Engine
 	base   string
 	dirs   int
 	dir    string
-	spec   Spec
+	spec   store.Spec
 	now    time.Time
 	s      *Local
-	iters  map[string]Iterator
-	log    []Record // every record flushed since open: the changelog
-	logged int      // records of log covered by the last commit
+	iters  map[string]store.Iterator
+	log    []store.Record // every record flushed since open: the changelog
+	logged int            // records of log covered by the last commit
 	meta   Meta
 }
 
-func newHarness(t *testing.T, eng Engine) *harness {
-	return &harness{t: t, eng: eng, base: t.TempDir(), now: t0, iters: map[string]Iterator{}}
+func newHarness(t *testing.T, eng store.Engine) *harness {
+	return &harness{t: t, eng: eng, base: t.TempDir(), now: t0, iters: map[string]store.Iterator{}}
 }
 
 func (h *harness) clock() time.Time { return h.now }
@@ -203,8 +204,8 @@ func (h *harness) open(dir string) error {
 
 // flush calls Flush, checks that records come in strictly increasing key
 // order, prints each with w and returns copies of them.
-func (h *harness) flush(c *ddtest.Case, w func(string, ...any)) ([]Record, error) {
-	var recs []Record
+func (h *harness) flush(c *ddtest.Case, w func(string, ...any)) ([]store.Record, error) {
+	var recs []store.Record
 	err := h.s.Flush(func(k, v []byte) error {
 		if n := len(recs); n > 0 && bytes.Compare(recs[n-1].Key, k) >= 0 {
 			h.t.Errorf("line %d: flush: records not in strictly increasing key order: %q then %q", c.Line, recs[n-1].Key, k)
@@ -218,7 +219,7 @@ func (h *harness) flush(c *ddtest.Case, w func(string, ...any)) ([]Record, error
 		if v != nil {
 			vc = bytes.Clone(v)
 		}
-		recs = append(recs, Record{Key: bytes.Clone(k), Value: vc})
+		recs = append(recs, store.Record{Key: bytes.Clone(k), Value: vc})
 		return nil
 	})
 	return recs, err
@@ -240,7 +241,7 @@ func (h *harness) run(c *ddtest.Case) string {
 	case "open":
 		// open [track] ttl=D buffer=N: a new, empty store.
 		h.closeAll()
-		h.spec = Spec{Name: "s", Engine: h.eng}
+		h.spec = store.Spec{Name: "s", Engine: h.eng}
 		for _, a := range c.Args {
 			switch a {
 			case "track":
@@ -292,9 +293,9 @@ func (h *harness) run(c *ddtest.Case) string {
 		}
 
 	case "put-all":
-		var es []Entry
+		var es []store.Entry
 		for i := 0; i+1 < len(c.Args); i += 2 {
-			es = append(es, Entry{Key: key(c.Args[i]), Value: key(c.Args[i+1])})
+			es = append(es, store.Entry{Key: key(c.Args[i]), Value: key(c.Args[i+1])})
 		}
 		if err := h.s.PutAll(es); err != nil {
 			w("%s", errLine(err))
@@ -326,7 +327,7 @@ func (h *harness) run(c *ddtest.Case) string {
 		}
 
 	case "range", "prefix":
-		var it Iterator
+		var it store.Iterator
 		if c.Cmd == "range" {
 			var start, end []byte
 			if len(c.Args) > 0 {
@@ -363,7 +364,7 @@ func (h *harness) run(c *ddtest.Case) string {
 		// iter-open name range [start] [end] | iter-open name prefix p
 		need(2)
 		name := c.Args[0]
-		var it Iterator
+		var it store.Iterator
 		switch c.Args[1] {
 		case "range":
 			var start, end []byte

@@ -1,7 +1,8 @@
-package store
+package state
 
 import (
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,7 +19,7 @@ func TestRestoreInChunks(t *testing.T) {
 	for _, eng := range engines {
 		t.Run(eng.String(), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "s")
-			s, err := Open(dir, Spec{Name: "s", Engine: eng, TrackChanges: true}, nil)
+			s, err := Open(dir, store.Spec{Name: "s", Engine: eng, TrackChanges: true}, nil)
 			must(t, err)
 			defer func() { must(t, s.Close()) }()
 			want := map[string]string{} // key -> value; absent: deleted
@@ -32,11 +33,11 @@ func TestRestoreInChunks(t *testing.T) {
 				want[key(i)] = "old"
 			}
 			commit(t, s, 1)
-			var recs []Record
+			var recs []store.Record
 			size := 0
 			for size < restoreChunk*5/2 {
 				k := key(rng.IntN(keys))
-				r := Record{Key: append([]byte{nsData}, k...)}
+				r := store.Record{Key: append([]byte{nsData}, k...)}
 				if rng.IntN(5) == 0 {
 					delete(want, k)
 				} else {
@@ -44,7 +45,7 @@ func TestRestoreInChunks(t *testing.T) {
 					r.Value = append([]byte{hdrPlain}, v...)
 					want[k] = v
 				}
-				recs = append(recs, r, Record{Key: append([]byte{nsChange}, k...), Value: []byte{}})
+				recs = append(recs, r, store.Record{Key: append([]byte{nsChange}, k...), Value: []byte{}})
 				size += 2*len(r.Key) + len(r.Value)
 			}
 			for len(recs) > 0 {
@@ -75,9 +76,9 @@ func TestRestoreInChunks(t *testing.T) {
 			if n, err := s.TakeChanges(0, func(k, v []byte) error { return nil }); err != nil || n == 0 {
 				t.Fatalf("TakeChanges after restore = %d, %v; want the restored change markers", n, err)
 			}
-			if eng == Pebble {
+			if eng == store.Pebble {
 				must(t, s.Close())
-				if s, err = Open(dir, Spec{Name: "s", Engine: eng, TrackChanges: true}, nil); err != nil {
+				if s, err = Open(dir, store.Spec{Name: "s", Engine: eng, TrackChanges: true}, nil); err != nil {
 					t.Fatal(err)
 				}
 				check("reopened")

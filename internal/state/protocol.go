@@ -1,10 +1,11 @@
-package store
+package state
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/grete-go/grete/store"
 	"os"
 	"time"
 )
@@ -23,7 +24,7 @@ import (
 // marked and TakeChanges stops with that error.
 func (l *Local) TakeChanges(limit int, fn func(key, value []byte) error) (int, error) {
 	if l.closed {
-		return 0, ErrClosed
+		return 0, store.ErrClosed
 	}
 	if !l.spec.TrackChanges {
 		return 0, fmt.Errorf("store %q: TakeChanges needs Spec.TrackChanges", l.spec.Name)
@@ -139,7 +140,7 @@ func (l *Local) sweepExpired() error {
 // modified.
 func (l *Local) Flush(emit func(key, value []byte) error) error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	start := time.Now()
 	if err := l.sweepExpired(); err != nil {
@@ -167,7 +168,7 @@ func (l *Local) Flush(emit func(key, value []byte) error) error {
 // buffer.
 func (l *Local) Commit(meta Meta) error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	// In key order: Pebble sorts a large batch itself, and inserts sorted
 	// keys into its memtable faster.
@@ -188,7 +189,7 @@ func (l *Local) Commit(meta Meta) error {
 // when the engine has none (a new store).
 func (l *Local) Meta() (Meta, bool, error) {
 	if l.closed {
-		return Meta{}, false, ErrClosed
+		return Meta{}, false, store.ErrClosed
 	}
 	b, err := l.eng.meta()
 	if err != nil || b == nil {
@@ -196,12 +197,6 @@ func (l *Local) Meta() (Meta, bool, error) {
 	}
 	m, err := decodeMeta(b)
 	return m, err == nil, err
-}
-
-// Record is a changelog record: an engine key and value, or a tombstone
-// when Value is nil.
-type Record struct {
-	Key, Value []byte
 }
 
 // restoreChunk is how many bytes of replayed records a store gathers
@@ -215,9 +210,9 @@ const restoreChunk = 4 << 20
 // instead of passing them through its log and memtable. The records reach
 // the engine (and reads) by FinishRestore at the latest, and Restore keeps
 // the keys and values of recs, which must not change, until then.
-func (l *Local) Restore(recs []Record) error {
+func (l *Local) Restore(recs []store.Record) error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	for _, r := range recs {
 		if len(r.Key) == 0 {
@@ -270,7 +265,7 @@ func (l *Local) loadRestoring() error {
 // once replay is complete; took is the time replay took, for Stats.
 func (l *Local) FinishRestore(meta Meta, took time.Duration) error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	if err := l.loadRestoring(); err != nil {
 		return err
@@ -284,7 +279,7 @@ func (l *Local) FinishRestore(meta Meta, took time.Duration) error {
 // no checkpoint covers.
 func (l *Local) EngineValue(key []byte) ([]byte, error) {
 	if l.closed {
-		return nil, ErrClosed
+		return nil, store.ErrClosed
 	}
 	v, ok, err := l.eng.get(key)
 	if !ok {
@@ -296,12 +291,12 @@ func (l *Local) EngineValue(key []byte) ([]byte, error) {
 // Wipe deletes everything in the store, metadata included.
 func (l *Local) Wipe() error {
 	if l.closed {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	if err := l.eng.close(); err != nil {
 		return err
 	}
-	if l.spec.Engine == Pebble {
+	if l.spec.Engine == store.Pebble {
 		if err := os.RemoveAll(l.dir); err != nil {
 			return fmt.Errorf("store %q: wipe: %w", l.spec.Name, err)
 		}
@@ -314,8 +309,8 @@ func (l *Local) Wipe() error {
 }
 
 // Stats returns the store's counters; safe from any goroutine.
-func (l *Local) Stats() Stats {
-	return Stats{
+func (l *Local) Stats() store.Stats {
+	return store.Stats{
 		Gets: l.gets.Load(), Puts: l.puts.Load(), Deletes: l.dels.Load(),
 		Flushes: l.flushes.Load(), FlushTime: time.Duration(l.flushNs.Load()),
 		Expired:        l.expired.Load(),
