@@ -74,7 +74,7 @@ type Local struct {
 	// marks mirrors the change markers the engine holds (TrackChanges):
 	// TakeChanges reads them here, never iterating the engine's marker
 	// range, where taken markers linger as tombstones until compaction.
-	marks  *btree.BTreeG[string]
+	marks    *btree.BTreeG[string]
 	now      func() time.Time
 	closed   bool
 	readOnly bool // opened by OpenReadOnly: writes fail
