@@ -7,9 +7,10 @@
 // A [Checkpoint] is encoded by [Encode] as a versioned msgpack record and
 // read back by [Decode]. A [Manager] stores the last checkpoint of each task.
 // [NewKafka] keeps them in the job's compacted "<job>-checkpoints" topic (one
-// partition, keyed by task name) and mirrors input offsets to the job's
-// consumer group so lag tools see the job; [NewMemory] keeps them in memory
-// for tests.
+// partition, keyed by task name), optionally mirroring input offsets to a
+// consumer group for lag tools; [NewMemory] keeps them in memory for tests.
+// A task.Job uses a Kafka manager of its own unless Job.Checkpoints names
+// another, and mirrors its checkpoints to its group itself.
 //
 // # Caveats
 //

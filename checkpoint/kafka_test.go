@@ -115,14 +115,14 @@ func TestKafkaWriteThenLoad(t *testing.T) {
 	in := map[stream.Partition]int64{{Topic: "in", Partition: 0}: 15, {Topic: "rules", Partition: 2}: 4}
 	cp := ckp("task-0", 1, in)
 
-	k := newKafka(t, b.Addrs(), "wl", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "wl", checkpoint.KafkaOptions{})
 	write(t, k, cp)
 	got, ok := load(t, k, "task-0")
 	require.True(t, ok)
 	sameCheckpoint(t, cp, got)
 
 	// Another process, starting fresh, reads it from the topic.
-	other := newKafka(t, b.Addrs(), "wl", checkpoint.KafkaOptions{NoMirror: true})
+	other := newKafka(t, b.Addrs(), "wl", checkpoint.KafkaOptions{})
 	got, ok = load(t, other, "task-0")
 	require.True(t, ok)
 	sameCheckpoint(t, cp, got)
@@ -138,7 +138,7 @@ func TestKafkaWriteThenLoad(t *testing.T) {
 
 func TestKafkaLastWriteWinsPerTask(t *testing.T) {
 	b := testkit.Broker(t)
-	k := newKafka(t, b.Addrs(), "lww", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "lww", checkpoint.KafkaOptions{})
 	p0, p1 := stream.Partition{Topic: "in", Partition: 0}, stream.Partition{Topic: "in", Partition: 1}
 	write(t, k, ckp("task-0", 1, map[stream.Partition]int64{p0: 10}))
 	write(t, k, ckp("task-1", 1, map[stream.Partition]int64{p1: 5}))
@@ -147,7 +147,7 @@ func TestKafkaLastWriteWinsPerTask(t *testing.T) {
 
 	for name, m := range map[string]checkpoint.Manager{
 		"same manager":  k,
-		"fresh manager": newKafka(t, b.Addrs(), "lww", checkpoint.KafkaOptions{NoMirror: true}),
+		"fresh manager": newKafka(t, b.Addrs(), "lww", checkpoint.KafkaOptions{}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, ok := load(t, m, "task-0")
@@ -162,8 +162,8 @@ func TestKafkaLastWriteWinsPerTask(t *testing.T) {
 
 func TestKafkaLoadSeesOtherProcessesWrites(t *testing.T) {
 	b := testkit.Broker(t)
-	reader := newKafka(t, b.Addrs(), "multi", checkpoint.KafkaOptions{NoMirror: true})
-	writer := newKafka(t, b.Addrs(), "multi", checkpoint.KafkaOptions{NoMirror: true})
+	reader := newKafka(t, b.Addrs(), "multi", checkpoint.KafkaOptions{})
+	writer := newKafka(t, b.Addrs(), "multi", checkpoint.KafkaOptions{})
 	p := stream.Partition{Topic: "in"}
 
 	write(t, writer, ckp("task-0", 1, map[stream.Partition]int64{p: 1}))
@@ -180,12 +180,12 @@ func TestKafkaLoadSeesOtherProcessesWrites(t *testing.T) {
 
 func TestKafkaTombstoneRemovesCheckpoint(t *testing.T) {
 	b := testkit.Broker(t)
-	k := newKafka(t, b.Addrs(), "tomb", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "tomb", checkpoint.KafkaOptions{})
 	write(t, k, ckp("task-0", 1, nil))
 	write(t, k, ckp("task-1", 1, nil))
 	testkit.Produce(t, b.Addrs(), "tomb-checkpoints", []*kgo.Record{{Key: []byte("task-0"), Value: nil}})
 
-	fresh := newKafka(t, b.Addrs(), "tomb", checkpoint.KafkaOptions{NoMirror: true})
+	fresh := newKafka(t, b.Addrs(), "tomb", checkpoint.KafkaOptions{})
 	_, ok := load(t, fresh, "task-0")
 	require.False(t, ok, "a tombstone deletes the task's checkpoint")
 	_, ok = load(t, fresh, "task-1")
@@ -196,7 +196,7 @@ func TestKafkaTombstoneRemovesCheckpoint(t *testing.T) {
 
 func TestKafkaRefusesNewerRecordVersion(t *testing.T) {
 	b := testkit.Broker(t)
-	k := newKafka(t, b.Addrs(), "future", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "future", checkpoint.KafkaOptions{})
 	future, err := msgpack.Marshal(map[string]any{
 		"version": checkpoint.Version + 1, "id": 7, "task": "task-0",
 		"inputs": map[string]int64{"in/0": 100}, "written_at": int64(1),
@@ -214,7 +214,7 @@ func TestKafkaMirrorsInputOffsetsToGroup(t *testing.T) {
 	testkit.CreateTopic(t, b.Addrs(), "clicks", 2, nil)
 	testkit.CreateTopic(t, b.Addrs(), "rules", 1, nil)
 	var logs bytes.Buffer
-	k := newKafka(t, b.Addrs(), "mirror", checkpoint.KafkaOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	k := newKafka(t, b.Addrs(), "mirror", checkpoint.KafkaOptions{Mirror: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c0, c1, rules := stream.Partition{Topic: "clicks", Partition: 0}, stream.Partition{Topic: "clicks", Partition: 1}, stream.Partition{Topic: "rules"}
 	adm := kadm.NewClient(testkit.Client(t, b.Addrs()))
 
@@ -233,7 +233,7 @@ func TestKafkaMirrorsInputOffsetsToGroup(t *testing.T) {
 
 	// A manager that loaded the checkpoints (a restarted process) knows
 	// every task's position, so it does not move the group past task 0.
-	k2 := newKafka(t, b.Addrs(), "mirror", checkpoint.KafkaOptions{})
+	k2 := newKafka(t, b.Addrs(), "mirror", checkpoint.KafkaOptions{Mirror: true})
 	for _, task := range []string{"task-0", "task-1"} {
 		_, ok := load(t, k2, task)
 		require.True(t, ok)
@@ -245,7 +245,7 @@ func TestKafkaMirrorsInputOffsetsToGroup(t *testing.T) {
 func TestKafkaMirrorsToChosenGroup(t *testing.T) {
 	b := testkit.Broker(t)
 	testkit.CreateTopic(t, b.Addrs(), "in", 1, nil)
-	k := newKafka(t, b.Addrs(), "job", checkpoint.KafkaOptions{Group: "lag-group"})
+	k := newKafka(t, b.Addrs(), "job", checkpoint.KafkaOptions{Mirror: true, Group: "lag-group"})
 	p := stream.Partition{Topic: "in"}
 	write(t, k, ckp("task-0", 1, map[stream.Partition]int64{p: 42}))
 	adm := kadm.NewClient(testkit.Client(t, b.Addrs()))
@@ -253,10 +253,10 @@ func TestKafkaMirrorsToChosenGroup(t *testing.T) {
 	require.Empty(t, groupOffsetsOrNone(t, adm, "job"), "the job's own group is left alone")
 }
 
-func TestKafkaNoMirror(t *testing.T) {
+func TestKafkaMirrorsOnlyWhenAsked(t *testing.T) {
 	b := testkit.Broker(t)
 	testkit.CreateTopic(t, b.Addrs(), "in", 1, nil)
-	k := newKafka(t, b.Addrs(), "nm", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "nm", checkpoint.KafkaOptions{})
 	write(t, k, ckp("task-0", 1, map[stream.Partition]int64{{Topic: "in"}: 42}))
 	adm := kadm.NewClient(testkit.Client(t, b.Addrs()))
 	require.Empty(t, groupOffsetsOrNone(t, adm, "nm"))
@@ -314,7 +314,7 @@ func TestKafkaAcceptsExistingCompactedTopic(t *testing.T) {
 	policy := "compact"
 	testkit.CreateTopic(t, b.Addrs(), "ok-checkpoints", 1, map[string]*string{"cleanup.policy": &policy})
 	testkit.Produce(t, b.Addrs(), "ok-checkpoints", []*kgo.Record{{Key: []byte("task-1"), Value: mustEncode(t, ckp("task-1", 4, map[stream.Partition]int64{{Topic: "in", Partition: 1}: 8}))}})
-	k := newKafka(t, b.Addrs(), "ok", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "ok", checkpoint.KafkaOptions{})
 	write(t, k, ckp("task-0", 1, nil))
 	_, ok := load(t, k, "task-0")
 	require.True(t, ok)
@@ -332,7 +332,7 @@ func mustEncode(t *testing.T, c checkpoint.Checkpoint) []byte {
 
 func TestKafkaSurvivesCompaction(t *testing.T) {
 	b := testkit.Broker(t)
-	k := newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{NoMirror: true})
+	k := newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{})
 	const tasks, rounds = 3, 40
 	want := map[string]checkpoint.Checkpoint{}
 	for id := uint64(1); id <= rounds; id++ {
@@ -352,7 +352,7 @@ func TestKafkaSurvivesCompaction(t *testing.T) {
 	require.Less(t, len(after), len(before), "compaction removed superseded checkpoints")
 	require.Greater(t, after[0].Offset, int64(0), "the log no longer starts at offset 0")
 
-	fresh := newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{NoMirror: true})
+	fresh := newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{})
 	for name, c := range want {
 		got, ok := load(t, fresh, name)
 		require.True(t, ok, name)
@@ -362,7 +362,7 @@ func TestKafkaSurvivesCompaction(t *testing.T) {
 	// Writing and loading go on after compaction.
 	next := ckp("task-0", rounds+1, map[stream.Partition]int64{{Topic: "in"}: 1})
 	write(t, fresh, next)
-	got, ok := load(t, newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{NoMirror: true}), "task-0")
+	got, ok := load(t, newKafka(t, b.Addrs(), "compacted", checkpoint.KafkaOptions{}), "task-0")
 	require.True(t, ok)
 	sameCheckpoint(t, next, got)
 }
@@ -373,8 +373,8 @@ func TestKafkaSurvivesCompaction(t *testing.T) {
 // trip over each other's reads of the topic.
 func TestKafkaLoadsConcurrentlyWhileCheckpointsAreWritten(t *testing.T) {
 	b := testkit.Broker(t)
-	writer := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{NoMirror: true})
-	reader := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{NoMirror: true})
+	writer := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{})
+	reader := newKafka(t, b.Addrs(), "quick", checkpoint.KafkaOptions{})
 	const writes = 60
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

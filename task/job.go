@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/runtime"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 )
@@ -112,11 +112,11 @@ type Job struct {
 	// time (records are retried, tasks resume), while a cluster unreachable
 	// for longer ends Run with an error that says since when.
 	CommitTimeout time.Duration
-	// Checkpoints overrides where checkpoints are kept; default a
-	// checkpoint.Kafka on "<Name>-checkpoints". Run does not close a
-	// manager it did not create. A checkpoint.Kafka given here should set
-	// KafkaOptions.NoMirror: Run mirrors offsets to the group itself, and
-	// only a member of a live group may commit its offsets.
+	// Checkpoints overrides where checkpoints are kept; default the
+	// compacted topic "<Name>-checkpoints" (the format of checkpoint.Kafka),
+	// read and written on the job's own connections. Run does not close a
+	// manager it did not create. Whatever keeps them, Run mirrors the
+	// checkpointed input offsets to the job's group for lag tools.
 	Checkpoints checkpoint.Manager
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -161,10 +161,10 @@ type Job struct {
 	// process the disk of the copy and the reads of the changelog.
 	Standbys int
 
-	running atomic.Pointer[container]
+	running atomic.Pointer[runtime.Container]
 }
 
-var validName = regexp.MustCompile(`^[a-zA-Z0-9._-]+$`)
+var validName = runtime.ValidName
 
 // Validate reports every problem with the job's configuration at once.
 func (j *Job) Validate() error {
@@ -238,62 +238,6 @@ func (j *Job) Validate() error {
 	return nil
 }
 
-func (j *Job) commitInterval() time.Duration {
-	if j.CommitInterval == 0 {
-		return DefaultCommitInterval
-	}
-	return j.CommitInterval
-}
-
-func (j *Job) queueSize() int {
-	if j.QueueSize == 0 {
-		return DefaultQueueSize
-	}
-	return j.QueueSize
-}
-
-func (j *Job) shutdownTimeout() time.Duration {
-	if j.ShutdownTimeout == 0 {
-		return DefaultShutdownTimeout
-	}
-	return j.ShutdownTimeout
-}
-
-func (j *Job) commitTimeout() time.Duration {
-	if j.CommitTimeout == 0 {
-		return DefaultCommitTimeout
-	}
-	return j.CommitTimeout
-}
-
-func (j *Job) sessionTimeout() time.Duration {
-	if j.SessionTimeout == 0 {
-		return DefaultSessionTimeout
-	}
-	return j.SessionTimeout
-}
-
-func (j *Job) rebalanceTimeout() time.Duration {
-	if j.RebalanceTimeout == 0 {
-		return DefaultRebalanceTimeout
-	}
-	return j.RebalanceTimeout
-}
-
-func (j *Job) deadLetterTopic() string {
-	if j.DeadLetterTopic == "" {
-		return j.Name + "-dlq"
-	}
-	return j.DeadLetterTopic
-}
-
-func (j *Job) logger() *slog.Logger {
-	if j.Logger == nil {
-		return slog.Default()
-	}
-	return j.Logger
-}
-
 // TaskStats are the counters of one task, as read by Job.Stats.
 type TaskStats struct {
 	Task         string
@@ -336,44 +280,4 @@ type MemberStats struct {
 	// task to the task being ready to process (its checkpoint loaded and
 	// stores restored): what moving tasks here cost.
 	Paused time.Duration
-}
-
-// Member returns this process's group counters, or false when the job is
-// not running. It is safe to call from any goroutine.
-func (j *Job) Member() (MemberStats, bool) {
-	c := j.running.Load()
-	if c == nil {
-		return MemberStats{}, false
-	}
-	g := c.grp
-	s := MemberStats{
-		Instance:   g.instance,
-		Rebalances: uint64(g.member.Rebalances()),
-		Assigned:   g.assigned.Load(),
-		Revoked:    g.revoked.Load(),
-		Fenced:     g.fenced.Load(),
-		Paused:     time.Duration(g.pausedNs.Load()),
-	}
-	for _, r := range g.runners() {
-		s.Tasks = append(s.Tasks, r.partition)
-	}
-	s.Standbys, s.StandbyLag, s.StandbyCheckpoints = g.standbyStats()
-	return s, true
-}
-
-// Stats returns the counters of the tasks this process runs now (started:
-// checkpoint loaded, stores restored, Init done), ordered by partition, or
-// nil when the job is not running. A task's counters start again when it
-// comes back to this process. It is safe to call from any goroutine.
-func (j *Job) Stats() []TaskStats {
-	c := j.running.Load()
-	if c == nil {
-		return nil
-	}
-	rs := c.grp.runners()
-	out := make([]TaskStats, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, r.stats())
-	}
-	return out
 }

@@ -363,7 +363,7 @@ func (p *e2eProblems) report() {
 func e2eCheckpoints(t *testing.T, addrs []string, job string, tasks int) map[int32]checkpoint.Checkpoint {
 	t.Helper()
 	m, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs}, job,
-		checkpoint.KafkaOptions{NoMirror: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		checkpoint.KafkaOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	defer m.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

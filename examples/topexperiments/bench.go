@@ -379,7 +379,7 @@ func fillChangelog(ctx context.Context, cl *kgo.Client, addrs []string, partitio
 	if first != nil {
 		return fmt.Errorf("produce changelog: %w", first)
 	}
-	mgr, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs, ClientID: "bench"}, benchRestore, checkpoint.KafkaOptions{NoMirror: true})
+	mgr, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs, ClientID: "bench"}, benchRestore, checkpoint.KafkaOptions{})
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ import (
 // that exist, with a manager of the test's own.
 func Checkpoints(t testing.TB, addrs []string, job string, tasks int) map[string]checkpoint.Checkpoint {
 	t.Helper()
-	mgr, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs, ClientID: "crash-test"}, job, checkpoint.KafkaOptions{NoMirror: true})
+	mgr, err := checkpoint.NewKafka(context.Background(), stream.KafkaConfig{Brokers: addrs, ClientID: "crash-test"}, job, checkpoint.KafkaOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,7 @@ import (
 // Meta travels with every produced record as sarama's Metadata. It carries
 // the routing choice and the tracker to tell when the record is acknowledged.
 type Meta struct {
-	Tracker *Tracker
-	// Changelog is 1 + the index of the store whose changelog this record
-	// belongs to, or 0: the tracker then remembers its offset.
-	Changelog    int
+	Tracker      *Tracker
 	PartitionKey []byte
 	Partition    int32
 	HasPartition bool

@@ -12,51 +12,47 @@ import (
 	"github.com/grete-go/grete/stream"
 )
 
-// Tracker counts one task's records that the producer has not yet
-// acknowledged, and remembers the first that failed. A task waits on it
-// before writing a checkpoint, so a checkpoint never covers an output that
-// Kafka has not acknowledged. Counting is lock-free: the lock is taken only
-// for failures, changelog offsets, and to wake a waiter.
+// Tracker counts one task's records (its outputs, or one store's changelog
+// records) that the producer has not yet acknowledged, and remembers the
+// first that failed and the highest offset acknowledged. A task waits on
+// it before writing a checkpoint, so a checkpoint never covers a record
+// that Kafka has not acknowledged. Counting is lock-free: the lock is
+// taken only for failures and to wake a waiter.
 type Tracker struct {
 	inflight atomic.Int64
 	sent     atomic.Int64
 	waiters  atomic.Int32
+	offset   atomic.Int64 // highest acknowledged offset, -1 before the first
 
-	mu      sync.Mutex
-	err     error
-	wake    chan struct{} // closed when inflight drops to 0 while waited on
-	offsets []int64       // highest acknowledged offset per changelog
+	mu   sync.Mutex
+	err  error
+	wake chan struct{} // closed when inflight drops to 0 while waited on
 }
 
 // NewTracker returns an idle tracker.
-func NewTracker() *Tracker { return &Tracker{} }
+func NewTracker() *Tracker {
+	t := &Tracker{}
+	t.offset.Store(-1)
+	return t
+}
 
 func (t *Tracker) add() {
 	t.inflight.Add(1)
 	t.sent.Add(1)
 }
 
-func (t *Tracker) acked(changelog int, offset int64) {
-	t.mu.Lock()
-	for len(t.offsets) < changelog {
-		t.offsets = append(t.offsets, -1)
+func (t *Tracker) acked(offset int64) {
+	for {
+		cur := t.offset.Load()
+		if offset <= cur || t.offset.CompareAndSwap(cur, offset) {
+			return
+		}
 	}
-	if offset > t.offsets[changelog-1] {
-		t.offsets[changelog-1] = offset
-	}
-	t.mu.Unlock()
 }
 
-// ChangelogOffset is the highest acknowledged offset of records sent with
-// changelog index i (see Producer.Send), or -1.
-func (t *Tracker) ChangelogOffset(i int) int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if i >= len(t.offsets) {
-		return -1
-	}
-	return t.offsets[i]
-}
+// Offset is the highest offset acknowledged so far, or -1: for records all
+// sent to one partition (a changelog's), the offset of the last.
+func (t *Tracker) Offset() int64 { return t.offset.Load() }
 
 func (t *Tracker) done(err error) {
 	if err != nil {
@@ -142,11 +138,10 @@ func (c *Conn) NewProducer() (*Producer, error) {
 		for m := range ap.Successes() {
 			switch md := m.Metadata.(type) {
 			case *Tracker:
+				md.acked(m.Offset)
 				md.done(nil)
 			case *Meta:
-				if md.Changelog > 0 {
-					md.Tracker.acked(md.Changelog, m.Offset)
-				}
+				md.Tracker.acked(m.Offset)
 				md.Tracker.done(nil)
 			}
 		}
@@ -167,14 +162,12 @@ func (c *Conn) NewProducer() (*Producer, error) {
 }
 
 // Send hands m to the producer; t learns when it is acknowledged.
-// changelog, when positive, is 1 + the index of the store whose changelog
-// m belongs to: t then tracks the highest acknowledged offset per index.
-func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing, changelog int) error {
-	// The common record carries just its tracker; routing details and
-	// changelog bookkeeping cost an allocation only when present.
+func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing) error {
+	// The common record carries just its tracker; routing details cost an
+	// allocation only when present.
 	pm := &sarama.ProducerMessage{Topic: m.Topic, Timestamp: m.Timestamp, Metadata: t}
-	if changelog > 0 || m.PartitionKey != nil || m.HasPartition {
-		pm.Metadata = &Meta{Tracker: t, Changelog: changelog, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition}
+	if m.PartitionKey != nil || m.HasPartition {
+		pm.Metadata = &Meta{Tracker: t, PartitionKey: m.PartitionKey, Partition: m.Partition, HasPartition: m.HasPartition}
 	}
 	if m.Key != nil {
 		pm.Key = sarama.ByteEncoder(m.Key)

@@ -138,7 +138,7 @@ func TestProducerRoutesAndAcknowledges(t *testing.T) {
 		{Topic: "out", Key: []byte("tomb")}, // nil value: a tombstone
 	}
 	for i := range sends {
-		require.NoError(t, p.Send(ctx, tr, &sends[i], 0))
+		require.NoError(t, p.Send(ctx, tr, &sends[i]))
 	}
 	require.NoError(t, tr.Wait(ctx))
 	require.EqualValues(t, len(sends), tr.Sent())
@@ -184,8 +184,8 @@ func TestProducerReportsFailureToTracker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ok, bad := NewTracker(), NewTracker()
-	require.NoError(t, p.Send(ctx, ok, &stream.Outgoing{Topic: "small", Value: []byte("fine")}, 0))
-	require.NoError(t, p.Send(ctx, bad, &stream.Outgoing{Topic: "small", Partition: 9, HasPartition: true, Value: []byte("nowhere")}, 0))
+	require.NoError(t, p.Send(ctx, ok, &stream.Outgoing{Topic: "small", Value: []byte("fine")}))
+	require.NoError(t, p.Send(ctx, bad, &stream.Outgoing{Topic: "small", Partition: 9, HasPartition: true, Value: []byte("nowhere")}))
 	err = bad.Wait(ctx)
 	require.ErrorContains(t, err, `produce to topic "small"`)
 	require.ErrorContains(t, err, "partition 9 out of range")
@@ -200,10 +200,10 @@ func TestProducerClosed(t *testing.T) {
 	require.NoError(t, err)
 	tr := NewTracker()
 	ctx := context.Background()
-	require.NoError(t, p.Send(ctx, tr, &stream.Outgoing{Topic: "t", Value: []byte("before close")}, 0))
+	require.NoError(t, p.Send(ctx, tr, &stream.Outgoing{Topic: "t", Value: []byte("before close")}))
 	require.NoError(t, p.Close())
 	require.NoError(t, tr.Wait(ctx), "Close waits for what was sent")
-	require.ErrorIs(t, p.Send(ctx, tr, &stream.Outgoing{Topic: "t"}, 0), ErrProducerClosed)
+	require.ErrorIs(t, p.Send(ctx, tr, &stream.Outgoing{Topic: "t"}), ErrProducerClosed)
 	require.EqualValues(t, 1, tr.Sent(), "a refused send is not tracked")
 	require.NoError(t, p.Close(), "closing twice is harmless")
 	require.Len(t, testkit.ReadAll(t, b.Addrs(), 30*time.Second, "t"), 1)

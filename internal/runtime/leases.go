@@ -1,9 +1,7 @@
-package task
+package runtime
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -21,7 +19,7 @@ import (
 	"github.com/grete-go/grete/stream"
 )
 
-// group is a process's membership in its job's consumer group, and the
+// leases is a process's membership in its job's consumer group, and the
 // tasks the group gave it.
 //
 // The group is Kafka's: processes with the same job name join the consumer
@@ -38,8 +36,8 @@ import (
 // as releasing meanwhile, then asks for a rebalance) and only then started
 // by its new owner (which restores its stores, from local state when it is
 // current, and resumes from the checkpoint).
-type group struct {
-	c        *container
+type leases struct {
+	c        *Container
 	member   *grp.Member
 	conn     *kafka.GroupConn
 	slot     *grp.Slot
@@ -79,9 +77,6 @@ type lease struct {
 	standbyAt  atomic.Uint64
 }
 
-// errFenced ends a task whose handover came too late to commit safely.
-var errFenced = errors.New("task was fenced: its handover did not finish within half the rebalance timeout, or the process lost its group membership; it closes without committing and its new owner resumes from the last checkpoint")
-
 // joinTimeout is how long a rebalance waits for the members to join (the
 // rebalance timeout told to the broker). Members join as soon as their
 // next heartbeat tells them of a rebalance, whatever they are handing
@@ -91,9 +86,9 @@ func joinTimeout(session time.Duration) time.Duration {
 	return min(max(session/2, 3*time.Second), 10*time.Second)
 }
 
-func newGroup(c *container) (*group, error) {
-	j := c.job
-	g := &group{
+func newLeases(c *Container) (*leases, error) {
+	j := &c.cfg
+	g := &leases{
 		c: c, tasks: map[int32]*lease{}, standbys: map[int32]*lease{},
 		releasing: map[int32]*lease{}, releasingStandby: map[int32]*lease{},
 	}
@@ -102,7 +97,7 @@ func newGroup(c *container) (*group, error) {
 		g.topics = j.Broadcast[:1]
 	}
 	if j.Standbys > 0 {
-		g.standby = slices.ContainsFunc(j.Stores, func(s store.Spec) bool { return j.changelogTopic(s) != "" })
+		g.standby = slices.ContainsFunc(j.Stores, func(s store.Spec) bool { return ChangelogTopic(j.Name, s) != "" })
 	}
 	var err error
 	if g.instance, err = j.instanceID(); err != nil {
@@ -115,13 +110,13 @@ func newGroup(c *container) (*group, error) {
 	if g.instance == "" {
 		// A dynamic member: take a slot, so that a restart removes what
 		// a killed predecessor left in the group.
-		if g.slot, err = grp.AcquireSlot(filepath.Join(j.dataDir(), j.Name, "members")); err != nil {
+		if g.slot, err = grp.AcquireSlot(filepath.Join(j.DataDir, j.Name, "members")); err != nil {
 			c.log.Warn("no member slot; a restart after a crash waits for the session timeout", "err", err)
 		} else {
 			clientID = g.slot.ClientID(clientID)
 		}
 	}
-	st := j.sessionTimeout()
+	st := j.SessionTimeout
 	jt := joinTimeout(st)
 	// A coordinator holds a join until the rebalance completes (up to the
 	// join timeout, restarted by every member that comes or goes) and a
@@ -135,39 +130,14 @@ func newGroup(c *container) (*group, error) {
 		// Members learn of a rebalance from their next heartbeat: a
 		// short interval keeps the pause of a handover short.
 		HeartbeatInterval: min(st/3, 500*time.Millisecond),
-		Patience:          j.commitTimeout(),
+		Patience:          j.CommitTimeout,
 		Logger:            c.log,
 	}, g)
 	return g, nil
 }
 
-// instanceID returns the configured InstanceID or the default one: for a
-// job with stores, derived from the data dir it locks; none (dynamic
-// membership) for a stateless job, whose processes may share a data dir.
-func (j *Job) instanceID() (string, error) {
-	if j.InstanceID != "" || len(j.Stores) == 0 {
-		return j.InstanceID, nil
-	}
-	host, err := os.Hostname()
-	if err != nil {
-		return "", fmt.Errorf("instance id: %w", err)
-	}
-	dir, err := filepath.Abs(filepath.Join(j.dataDir(), j.Name))
-	if err != nil {
-		return "", fmt.Errorf("instance id: %w", err)
-	}
-	sum := sha256.Sum256([]byte(dir))
-	host = strings.Map(func(r rune) rune {
-		if validName.MatchString(string(r)) {
-			return r
-		}
-		return '_'
-	}, host)
-	return host + "-" + hex.EncodeToString(sum[:6]), nil
-}
-
 // participate takes part in the group until ctx ends.
-func (g *group) participate(ctx context.Context) error {
+func (g *leases) participate(ctx context.Context) error {
 	err := g.member.Run(ctx)
 	if err != nil {
 		// The membership cannot go on (e.g. another process took this
@@ -180,7 +150,7 @@ func (g *group) participate(ctx context.Context) error {
 // leave hands every task over at once: the member leaves the group (a
 // static member too: a graceful stop should not wait for the session
 // timeout) and its connections close.
-func (g *group) leave() error {
+func (g *leases) leave() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := g.member.Leave(ctx)
@@ -192,15 +162,15 @@ func (g *group) leave() error {
 }
 
 // stopAcquiring makes the group start no more tasks: the process stops.
-func (g *group) stopAcquiring() {
+func (g *leases) stopAcquiring() {
 	g.mu.Lock()
 	g.stopping = true
 	g.mu.Unlock()
 }
 
 // leases returns the partitions that lease task t.
-func (g *group) leases(t int32) []stream.Partition {
-	if len(g.c.job.Inputs) == 0 {
+func (g *leases) leases(t int32) []stream.Partition {
+	if len(g.c.cfg.Inputs) == 0 {
 		return []stream.Partition{{Topic: g.topics[0], Partition: 0}}
 	}
 	ps := make([]stream.Partition, len(g.topics))
@@ -214,7 +184,7 @@ func (g *group) leases(t int32) []stream.Partition {
 
 // UserData describes this process to the assignor: what it runs, hands
 // over and keeps standbys of, and what local state it has.
-func (g *group) UserData() ([]byte, error) {
+func (g *leases) UserData() ([]byte, error) {
 	g.mu.Lock()
 	mi := grp.MemberInfo{Instance: g.instance}
 	for t := range g.tasks {
@@ -233,8 +203,8 @@ func (g *group) UserData() ([]byte, error) {
 	slices.Sort(mi.Releasing)
 	slices.Sort(mi.Standby)
 	// Local state makes a task warm: it replays only the changelog tail.
-	if len(g.c.job.Stores) > 0 {
-		ents, _ := os.ReadDir(filepath.Join(g.c.job.dataDir(), g.c.job.Name))
+	if len(g.c.cfg.Stores) > 0 {
+		ents, _ := os.ReadDir(filepath.Join(g.c.cfg.DataDir, g.c.cfg.Name))
 		for _, e := range ents {
 			if n, ok := strings.CutPrefix(e.Name(), "task-"); ok && e.IsDir() {
 				if t, err := strconv.ParseInt(n, 10, 32); err == nil && !slices.Contains(mi.Owned, int32(t)) {
@@ -248,14 +218,14 @@ func (g *group) UserData() ([]byte, error) {
 
 // Plan runs on the group's leader: it assigns the job's tasks and standbys
 // to the members.
-func (g *group) Plan(_ int32, members []kafka.GroupMember) (map[string]kafka.GroupAssignment, error) {
+func (g *leases) Plan(_ int32, members []kafka.GroupMember) (map[string]kafka.GroupAssignment, error) {
 	infos := make([]grp.MemberInfo, len(members))
 	for i, m := range members {
 		infos[i] = grp.DecodeInfo(m.MemberID, m.UserData)
 	}
 	k := 0
 	if g.standby {
-		k = g.c.job.Standbys
+		k = g.c.cfg.Standbys
 	}
 	out := make(map[string]kafka.GroupAssignment, len(members))
 	for id, a := range grp.Plan(g.c.tasks, k, infos) {
@@ -276,7 +246,7 @@ func (g *group) Plan(_ int32, members []kafka.GroupMember) (map[string]kafka.Gro
 
 // Assigned starts the tasks and standbys the group gave this process and
 // hands over the ones it took away.
-func (g *group) Assigned(gen grp.Generation, ga kafka.GroupAssignment) {
+func (g *leases) Assigned(gen grp.Generation, ga kafka.GroupAssignment) {
 	a, err := grp.DecodeAssignment(ga.UserData)
 	if err != nil {
 		g.c.log.Error("ignoring an assignment this process cannot read (is another version of Grete running in the job's group?)", "err", err)
@@ -311,7 +281,7 @@ func (g *group) Assigned(gen grp.Generation, ga kafka.GroupAssignment) {
 
 // Lost fences every task at once: the group may have given them to other
 // processes already, so none may commit.
-func (g *group) Lost(error) {
+func (g *leases) Lost(error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, l := range g.tasks {
@@ -325,7 +295,7 @@ func (g *group) Lost(error) {
 // acquireLocked starts a lease of task t (or of its standby). A task or
 // standby of t still stopping from an earlier lease is waited for first, by
 // the new lease: they share the task's stores.
-func (g *group) acquireLocked(t int32, standby bool) {
+func (g *leases) acquireLocked(t int32, standby bool) {
 	l := &lease{id: t, revoke: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
 	// At most one earlier lease of t can still be stopping: the assignor
 	// gives out no task that is being released, and a standby is never
@@ -350,7 +320,7 @@ func (g *group) acquireLocked(t int32, standby bool) {
 // has stopped, or its fence has passed, its task is reported as releasing;
 // then the group is asked to rebalance so the task can go to its new
 // owner.
-func (g *group) revokeLocked(l *lease, lost, standby bool) {
+func (g *leases) revokeLocked(l *lease, lost, standby bool) {
 	held, releasing := g.tasks, g.releasing
 	if standby {
 		held, releasing = g.standbys, g.releasingStandby
@@ -360,7 +330,7 @@ func (g *group) revokeLocked(l *lease, lost, standby bool) {
 	}
 	delete(held, l.id)
 	releasing[l.id] = l
-	fence := time.Now().Add(g.c.job.rebalanceTimeout() / 2)
+	fence := time.Now().Add(g.c.cfg.RebalanceTimeout / 2)
 	l.fenceNow.Store(lost)
 	l.fence.Store(fence.UnixNano())
 	if !standby {
@@ -387,7 +357,7 @@ func (g *group) revokeLocked(l *lease, lost, standby bool) {
 }
 
 // run runs a leased task until it is revoked or the job stops.
-func (g *group) run(l *lease) {
+func (g *leases) run(l *lease) {
 	defer func() {
 		g.mu.Lock()
 		if g.tasks[l.id] == l {
@@ -404,7 +374,7 @@ func (g *group) run(l *lease) {
 	// checkpoint, for as long as it keeps making progress: one that cannot
 	// commit for CommitTimeout fails the job.
 	var rw *rewindError
-	for since := time.Now(); errors.As(err, &rw) && time.Since(since) < g.c.job.commitTimeout(); {
+	for since := time.Now(); errors.As(err, &rw) && time.Since(since) < g.c.cfg.CommitTimeout; {
 		select {
 		case <-l.revoke:
 			return
@@ -415,11 +385,11 @@ func (g *group) run(l *lease) {
 		g.c.log.Warn("restarting task from its last checkpoint", "task", fmt.Sprintf("task-%d", l.id), "err", rw.err)
 		old := l.r
 		err = g.c.runTask(l)
-		if r := l.r; r != nil && r != old && r.counters.commits.Load() > 0 {
+		if r := l.r; r != nil && r != old && r.loop.Stats().Commits > 0 {
 			since = time.Now() // it made progress before it lost outputs again
 		}
 	}
-	if errors.Is(err, errFenced) {
+	if errors.Is(err, ErrFenced) {
 		g.fenced.Add(1)
 		g.c.log.Warn("task fenced", "task", fmt.Sprintf("task-%d", l.id))
 		return
@@ -432,7 +402,7 @@ func (g *group) run(l *lease) {
 // runStandby keeps a standby of task l.id until it is revoked. A standby
 // that cannot open its stores is logged, not fatal: it only saves its task
 // restore time.
-func (g *group) runStandby(l *lease) {
+func (g *leases) runStandby(l *lease) {
 	defer func() {
 		g.mu.Lock()
 		if g.standbys[l.id] == l {
@@ -450,10 +420,10 @@ func (g *group) runStandby(l *lease) {
 }
 
 // mark mirrors a task's checkpointed input offsets to the group.
-func (g *group) mark(offsets map[stream.Partition]int64) {
+func (g *leases) mark(offsets map[stream.Partition]int64) {
 	m := make(map[stream.Partition]int64, len(offsets))
 	for p, off := range offsets {
-		if slices.Contains(g.c.job.Inputs, p.Topic) {
+		if slices.Contains(g.c.cfg.Inputs, p.Topic) {
 			m[p] = off
 		}
 	}
@@ -464,11 +434,11 @@ func (g *group) mark(offsets map[stream.Partition]int64) {
 // lease l to commit, and returns until when it may: a process cut off from
 // the group's coordinator for longer than the session timeout has lost its
 // tasks to other processes, so it must not write a checkpoint then. It
-// fails with errFenced once l is fenced, and with ctx's error.
-func (g *group) waitValid(ctx context.Context, l *lease) (time.Time, error) {
+// fails with ErrFenced once l is fenced, and with ctx's error.
+func (g *leases) waitValid(ctx context.Context, l *lease) (time.Time, error) {
 	for {
 		if l.fenced() {
-			return time.Time{}, errFenced
+			return time.Time{}, ErrFenced
 		}
 		if until := g.member.ValidUntil(); time.Until(until) > 0 {
 			return until, nil
@@ -485,7 +455,7 @@ func (g *group) waitValid(ctx context.Context, l *lease) (time.Time, error) {
 
 // standbyStats returns the standbys held, ascending, their summed lag,
 // and the checkpoint each has applied.
-func (g *group) standbyStats() ([]int32, int64, map[int32]uint64) {
+func (g *leases) standbyStats() ([]int32, int64, map[int32]uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var ts []int32
@@ -507,7 +477,7 @@ func (l *lease) fenced() bool {
 }
 
 // runners returns the running tasks, ordered by partition.
-func (g *group) runners() []*runner {
+func (g *leases) runners() []*runner {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	rs := make([]*runner, 0, len(g.tasks))
@@ -521,7 +491,7 @@ func (g *group) runners() []*runner {
 }
 
 // all returns every lease held or still stopping.
-func (g *group) all() []*lease {
+func (g *leases) all() []*lease {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var ls []*lease

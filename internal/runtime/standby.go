@@ -1,4 +1,4 @@
-package task
+package runtime
 
 import (
 	"context"
@@ -18,25 +18,23 @@ const standbyInterval = time.Second
 // group later gives the task to this process, its restore replays only
 // what the standby had not applied. It runs until the lease is revoked or
 // the job stops.
-func (c *container) runStandby(l *lease) error {
+func (c *Container) runStandby(l *lease) error {
 	ctx, cancel := c.leaseContext(l)
 	defer cancel()
-	name := fmt.Sprintf("task-%d", l.id)
-	r := &runner{
-		c: c, name: name, partition: l.id, lease: l, standby: true,
-		log: slog.New(quieter{c.log.With("task", name, "standby", true).Handler()}),
-	}
-	if err := r.openStores(); err != nil {
+	name := TaskName(l.id)
+	log := slog.New(quieter{c.log.With("task", name, "standby", true).Handler()})
+	stores, err := c.openStores(l.id, false)
+	if err != nil {
 		return err
 	}
-	defer func() { _ = r.closeStores() }()
+	defer func() { _ = CloseStores(name, stores) }()
 	tick := time.NewTicker(standbyInterval)
 	defer tick.Stop()
 	for {
-		if err := r.followCheckpoint(ctx); err != nil && ctx.Err() == nil {
+		if err := c.followCheckpoint(ctx, l, stores, log); err != nil && ctx.Err() == nil {
 			// Transient or not, the next round tries again; the task
 			// itself would restore from the changelog meanwhile.
-			r.log.Warn("standby could not catch up; retrying", "err", err)
+			log.Warn("standby could not catch up; retrying", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -46,31 +44,30 @@ func (c *container) runStandby(l *lease) error {
 	}
 }
 
-// followCheckpoint brings the standby's stores up to the task's latest
+// followCheckpoint brings a standby's stores up to its task's latest
 // checkpoint.
-func (r *runner) followCheckpoint(ctx context.Context) error {
-	cp, ok, err := r.c.cps.Load(ctx, r.name)
+func (c *Container) followCheckpoint(ctx context.Context, l *lease, stores []*Store, log *slog.Logger) error {
+	cp, ok, err := c.cps.Load(ctx, TaskName(l.id))
 	if err != nil {
 		return fmt.Errorf("load checkpoint: %w", err)
 	}
-	if !ok || cp.ID == r.lease.standbyAt.Load() {
+	if !ok || cp.ID == l.standbyAt.Load() {
 		return nil
 	}
-	r.last = cp
 	var lag int64
-	for _, s := range r.stores {
-		if meta, ok, _ := s.local.Meta(); ok {
-			lag += max(0, cp.Changelogs[s.spec.Name]-meta.Offset)
+	for _, s := range stores {
+		if meta, ok, _ := s.Local.Meta(); ok {
+			lag += max(0, cp.Changelogs[s.Local.Name()]-meta.Offset)
 		} else {
-			lag += cp.Changelogs[s.spec.Name] + 1
+			lag += cp.Changelogs[s.Local.Name()] + 1
 		}
 	}
-	r.lease.standbyLag.Store(lag)
-	if err := r.restore(ctx); err != nil {
+	l.standbyLag.Store(lag)
+	if _, err := c.restore(ctx, l.id, stores, cp, true, log); err != nil {
 		return err
 	}
-	r.lease.standbyLag.Store(0)
-	r.lease.standbyAt.Store(cp.ID)
+	l.standbyLag.Store(0)
+	l.standbyAt.Store(cp.ID)
 	return nil
 }
 
