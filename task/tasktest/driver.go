@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/internal/runtime"
 	"github.com/grete-go/grete/internal/state"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
@@ -28,49 +26,40 @@ import (
 // for its Close.
 var ErrStopped = errors.New("tasktest: task stopped")
 
-// Driver runs one task in memory, the way a job's runner would: it hands
-// the task the messages given to Feed, calls Window as its clock advances,
-// records what the task sends and asks for, and tracks the checkpoint the
-// job would write. Methods may be called from any goroutine; calls into the
-// task never overlap.
+// Driver runs one task in memory on the job's own task loop: it hands the
+// task the messages given to Feed, calls Window as its clock advances,
+// records what the task sends and asks for, and keeps the checkpoints and
+// changelogs the job would write. What happens to a message, a failure or
+// a commit is decided by the code a job runs, not by a copy of it; only
+// where outputs, changelog records and checkpoints go (memory) and the
+// clock (the driver's) differ. Methods may be called from any goroutine;
+// calls into the task never overlap.
 type Driver struct {
-	cfg        *config
-	task       task.StreamTask
-	wt         task.WindowableTask // nil unless the task is windowable and a Window period is set
-	name       string
-	parts      []stream.Partition
-	partition  map[string]bool  // partitioned input topics
-	bcast      map[string]int32 // broadcast input topics and their partition counts
-	log        *slog.Logger
-	setupErr   error // a configuration error, reported by the first call
-	call       sync.Mutex
-	mu         sync.Mutex // guards everything below
-	started    bool
-	initErr    error
-	stopped    bool
-	stopReason string
-	closed     bool
+	cfg       *config
+	task      task.StreamTask
+	name      string
+	parts     []stream.Partition
+	partition map[string]bool  // partitioned input topics
+	bcast     map[string]int32 // broadcast input topics and their partition counts
+	setupErr  error            // a configuration error, reported by the first call
 
-	now        time.Time
-	nextWindow time.Time
-	nextCommit time.Time
+	loop       *runtime.Loop // nil when the configuration is wrong
+	out        *runtime.MemOutputs
+	cps        *checkpoint.Memory
+	changelogs map[string]*runtime.MemChangelog
+	stores     []*runtime.Store
+	windowed   bool // the task has a Window and a period for it
 
-	offsets   map[stream.Partition]int64
-	outputs   []stream.Outgoing
-	stats     task.TaskStats
-	last      checkpoint.Checkpoint
-	hasLast   bool
-	dirty     bool
-	sentAll   uint64 // Collector sends and dead letters
-	sentAtCkp uint64
+	call sync.Mutex // serialises calls into the task
+	mu   sync.Mutex // guards everything below
+	now  time.Time
 
-	commitRq     bool
-	commitCalls  int
-	shutdownRq   bool
-	shutdownSeen bool
-
-	stores    []*state.Local
-	changelog map[string][]store.Record
+	started, stopped, closed bool
+	initErr                  error
+	stopReason               string
+	nextWindow               time.Time // of a stopped task: the schedule it keeps
+	offsets                  map[stream.Partition]int64
+	shutdownSeen             bool
 }
 
 // New returns a driver for t, configured by opts. The driver's clock stands
@@ -134,6 +123,7 @@ func newDriver(cfg *config, t task.StreamTask) *Driver {
 		cfg: cfg, task: t, name: cfg.taskName(),
 		partition: map[string]bool{}, bcast: map[string]int32{},
 		now: cfg.start, offsets: map[stream.Partition]int64{},
+		out: &runtime.MemOutputs{}, cps: checkpoint.NewMemory(), changelogs: map[string]*runtime.MemChangelog{},
 		setupErr: cfg.validate(),
 	}
 	if d.setupErr == nil && len(cfg.inputs)+len(cfg.broadcast) == 0 {
@@ -150,41 +140,58 @@ func newDriver(cfg *config, t task.StreamTask) *Driver {
 			d.parts = append(d.parts, stream.Partition{Topic: topic, Partition: p})
 		}
 	}
-	for _, p := range d.parts {
-		d.offsets[p] = 0
-	}
+	var last checkpoint.Checkpoint
 	if cp := cfg.resume; cp != nil {
-		for _, p := range d.parts {
-			if off, ok := cp.Inputs[p]; ok {
-				d.offsets[p] = off
-			}
+		last = *cp
+		if last.Task == "" {
+			last.Task = d.name
 		}
-		d.last, d.hasLast = *cp, true
-		d.stats.LastCheckpoint = cp.Clone()
 	}
-	d.stats.Task = d.name
-	log := cfg.log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	offs := make([]int64, len(d.parts))
+	for i, p := range d.parts {
+		offs[i] = last.Inputs[p]
+		d.offsets[p] = offs[i]
 	}
-	d.log = log.With("job", cfg.job).With("task", d.name)
-	if wt, ok := t.(task.WindowableTask); ok && cfg.window > 0 {
-		d.wt = wt
-		d.nextWindow = d.now.Add(cfg.window)
+	if cfg.resume != nil {
+		_ = d.cps.Write(context.Background(), last)
 	}
-	d.nextCommit = d.now.Add(cfg.commit)
-	d.changelog = map[string][]store.Record{}
+	_, windowable := t.(task.WindowableTask)
+	d.windowed = windowable && cfg.window > 0
+	d.nextWindow = d.now.Add(cfg.window)
 	for _, spec := range cfg.stores {
 		spec.Engine = store.Memory
-		l, err := state.Open("", spec, func() time.Time { return d.now })
+		l, err := state.Open("", spec, d.Now)
 		if err != nil {
 			if d.setupErr == nil {
 				d.setupErr = fmt.Errorf("tasktest: %w", err)
 			}
 			continue
 		}
-		d.stores = append(d.stores, l)
+		cl := runtime.NewMemChangelog(spec.Name)
+		d.changelogs[spec.Name] = cl
+		d.stores = append(d.stores, &runtime.Store{Local: l, Sink: cl, Offset: -1})
 	}
+	var rt runtime.Task
+	if d.setupErr == nil && t != nil {
+		rt, d.setupErr = runtime.Adapt(t)
+	}
+	if d.setupErr != nil {
+		return d
+	}
+	log := cfg.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d.loop = runtime.NewLoop(runtime.LoopConfig{
+		Job: cfg.job, Name: d.name, Partition: cfg.partition,
+		Inputs: d.parts, Offsets: offs, Last: last,
+		Policy: runtime.ErrorPolicy(cfg.policy), DeadLetterTopic: cfg.deadLetterTopic(),
+		Window: cfg.window, CommitInterval: cfg.commit,
+		Log:    log.With("job", cfg.job).With("task", d.name),
+		Stores: d.stores, Out: d.out, Checkpoints: d.cps,
+		Now: d.Now,
+	}, rt)
+	d.loop.StartClock()
 	return d
 }
 
@@ -225,22 +232,17 @@ func (d *Driver) start(ctx context.Context) error {
 	}
 	if err != nil {
 		d.initErr = err
-		d.stopLocked("not started: " + err.Error())
 	}
 	d.mu.Unlock()
 	if err != nil {
+		d.stop(ctx, "not started: "+err.Error(), err)
 		return err
 	}
-	it, ok := d.task.(task.InitableTask)
-	if !ok {
-		return nil
-	}
-	if err := safeCall(func() error { return it.Init(ctx, &taskContext{d}) }); err != nil {
-		err = fmt.Errorf("task %s: init: %w", d.name, err)
+	if err := d.loop.Init(ctx); err != nil {
 		d.mu.Lock()
 		d.initErr = err
-		d.stopLocked("init failed")
 		d.mu.Unlock()
+		d.stop(ctx, "init failed", err)
 		return err
 	}
 	return nil
@@ -285,19 +287,18 @@ func (d *Driver) Feed(ctx context.Context, msgs ...stream.Message) error {
 		return err
 	}
 	for i, m := range ms {
-		d.mu.Lock()
-		stopped := d.stopped
-		d.mu.Unlock()
-		if stopped {
+		if d.Stopped() {
 			return d.undone(nil, len(ms)-i, "message(s) not delivered")
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("tasktest: %d message(s) not delivered: %w", len(ms)-i, err)
 		}
-		if err := d.process(ctx, m); err != nil {
+		if err := d.loop.Process(ctx, m); err != nil {
+			return d.stop(ctx, "failed: "+err.Error(), err)
+		}
+		if err := d.afterCall(ctx); err != nil {
 			return err
 		}
-		d.afterCall()
 	}
 	return nil
 }
@@ -364,135 +365,49 @@ func (d *Driver) inputList() string {
 	return strings.Join(names, ", ")
 }
 
-// process hands m to the task and applies the error policy.
-func (d *Driver) process(ctx context.Context, m stream.Message) error {
-	p := &port{d: d, ctx: ctx}
-	d.savepoint()
-	err := safeCall(func() error { return d.task.Process(ctx, m, p, p) })
-	p.done.Store(true)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err != nil {
-		// As in a job: a failed message leaves no writes behind, whatever
-		// the policy.
-		d.rollback()
-		switch d.cfg.policy {
-		case task.Skip:
-			d.log.Warn("skipping message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
-			d.stats.Skipped++
-		case task.DeadLetter:
-			d.outputs = append(d.outputs, d.deadLetter(m, err))
-			d.sentAll++
-			d.stats.DeadLettered++
-			d.log.Warn("dead-lettered message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
-		default:
-			perr := &task.ProcessError{Task: d.name, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Err: err}
-			d.stopLocked("failed: " + perr.Error())
-			return perr
-		}
-	} else {
-		d.stats.Processed++
+// afterCall does what a job's runner does after a call: what is due
+// (Tick: a commit the task asked for, or a periodic one; Window when
+// Advance moved the clock), then a shutdown the task asked for.
+func (d *Driver) afterCall(ctx context.Context) error {
+	if err := d.loop.Tick(ctx, func() error { return d.loop.Commit(ctx) }); err != nil {
+		return d.stop(ctx, "failed: "+err.Error(), err)
 	}
-	d.offsets[m.Position()] = m.Offset + 1
-	d.dirty = true
+	d.mu.Lock()
+	d.offsets = d.loop.Offsets()
+	d.mu.Unlock()
+	if d.loop.TakeShutdown() {
+		d.mu.Lock()
+		d.shutdownSeen = true
+		d.mu.Unlock()
+		d.stop(ctx, "shutdown requested", nil)
+	}
 	return nil
 }
 
-// savepoint and rollback bracket one call into the task, for every store,
-// as the job's runner does.
-func (d *Driver) savepoint() {
-	for _, s := range d.stores {
-		s.Savepoint()
-	}
-}
-
-func (d *Driver) rollback() {
-	for _, s := range d.stores {
-		s.Rollback()
-	}
-}
-
-// deadLetter builds the dead-letter copy of m, with the same headers the
-// job's runner adds.
-func (d *Driver) deadLetter(m stream.Message, cause error) stream.Outgoing {
-	h := make([]stream.Header, 0, len(m.Headers)+5)
-	h = append(h, m.Headers...)
-	h = append(h,
-		stream.Header{Key: task.HeaderError, Value: []byte(cause.Error())},
-		stream.Header{Key: task.HeaderTopic, Value: []byte(m.Topic)},
-		stream.Header{Key: task.HeaderPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
-		stream.Header{Key: task.HeaderOffset, Value: strconv.AppendInt(nil, m.Offset, 10)},
-		stream.Header{Key: task.HeaderTask, Value: []byte(d.name)},
-	)
-	return stream.Outgoing{Topic: d.cfg.deadLetterTopic(), Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
-}
-
-// afterCall applies what the task asked for during a Process or Window
-// call that succeeded: a commit, then a shutdown.
-func (d *Driver) afterCall() {
+// stop stops the task, once, with the final commit a job's runner makes
+// when a task fails or the job stops (unless the task never started), and
+// returns cause joined with the commit's error. Callers hold d.call.
+func (d *Driver) stop(ctx context.Context, reason string, cause error) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.commitRq || !d.now.Before(d.nextCommit) {
-		d.commitLocked()
-		d.nextCommit = d.now.Add(d.cfg.commit)
-	}
-	if d.shutdownRq {
-		d.shutdownRq = false
-		d.stopLocked("shutdown requested")
-	}
-}
-
-// commitLocked writes a checkpoint when there is progress to record, like
-// the runner's commit. Callers hold d.mu.
-func (d *Driver) commitLocked() {
-	d.commitRq = false
-	buffered := false
-	for _, s := range d.stores {
-		buffered = buffered || s.Buffered() > 0
-	}
-	if !d.dirty && d.sentAll == d.sentAtCkp && !buffered {
-		return
-	}
-	cp := checkpoint.Checkpoint{
-		ID:         d.last.ID + 1,
-		Task:       d.name,
-		Inputs:     maps.Clone(d.offsets),
-		Changelogs: map[string]int64{},
-		WrittenAt:  d.now,
-	}
-	for _, s := range d.stores {
-		name := s.Name()
-		err := s.Flush(func(key, value []byte) error {
-			d.changelog[name] = append(d.changelog[name], store.Record{Key: slices.Clone(key), Value: slices.Clone(value)})
-			return nil
-		})
-		off := int64(len(d.changelog[name])) - 1
-		if err == nil {
-			err = s.Commit(state.Meta{CheckpointID: cp.ID, Offset: off})
-		}
-		if err != nil {
-			d.log.Error("store commit failed", "store", name, "err", err)
-			return
-		}
-		cp.Changelogs[name] = off
-	}
-	d.last, d.hasLast = cp, true
-	d.dirty = false
-	d.sentAtCkp = d.sentAll
-	d.stats.Commits++
-	d.stats.LastCheckpoint = cp.Clone()
-}
-
-// stopLocked stops the task with a final commit, as the runner does when a
-// task fails or the job stops. Callers hold d.mu.
-func (d *Driver) stopLocked(reason string) {
 	if d.stopped {
-		return
+		d.mu.Unlock()
+		return cause
 	}
 	d.stopped, d.stopReason = true, reason
-	if d.initErr == nil {
-		d.commitLocked()
+	initErr := d.initErr
+	d.mu.Unlock()
+	if d.loop == nil || initErr != nil {
+		return cause
 	}
+	err := d.loop.FinalCommit(ctx, cause)
+	d.mu.Lock()
+	d.offsets = d.loop.Offsets()
+	d.nextWindow = d.loop.NextWindow()
+	d.mu.Unlock()
+	if err == nil {
+		return cause
+	}
+	return errors.Join(cause, err)
 }
 
 // Advance moves the driver's clock forward by dt and makes the calls that
@@ -522,71 +437,43 @@ func (d *Driver) Advance(ctx context.Context, dt time.Duration) error {
 		d.now = target
 		d.mu.Unlock()
 	}()
-	for {
-		d.mu.Lock()
-		next := d.nextCommit
-		windowDue := d.wt != nil && !d.nextWindow.After(next)
-		if windowDue {
-			next = d.nextWindow
-		}
+	for !d.Stopped() {
+		next := d.loop.NextDue()
 		if next.After(target) {
-			d.mu.Unlock()
 			return startErr
 		}
-		if d.stopped {
-			// Count the Window calls that fall due in (now, target]; the
-			// schedule keeps its phase, as if the task were still running.
-			due := 0
-			if w := d.cfg.window; d.wt != nil {
-				nw := d.nextWindow
-				if !nw.After(d.now) {
-					nw = nw.Add((d.now.Sub(nw)/w + 1) * w)
-				}
-				if !nw.After(target) {
-					due = int(target.Sub(nw)/w) + 1
-					nw = nw.Add(time.Duration(due) * w)
-				}
-				d.nextWindow = nw
-			}
-			d.mu.Unlock()
-			if due > 0 {
-				return d.undone(startErr, due, "Window call(s) not made")
-			}
-			return startErr
-		}
+		d.mu.Lock()
 		d.now = next
 		d.mu.Unlock()
-		if windowDue {
+		if d.loop.WindowDue(next) {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("tasktest: Window call due at %v not made: %w", next, err)
 			}
-			if err := d.window(ctx); err != nil {
-				return err
-			}
 		}
-		d.afterCall()
+		if err := d.afterCall(ctx); err != nil {
+			return err
+		}
 	}
-}
-
-// window calls the task's Window once.
-func (d *Driver) window(ctx context.Context) error {
-	p := &port{d: d, ctx: ctx}
-	d.savepoint()
-	err := safeCall(func() error { return d.wt.Window(ctx, p, p) })
-	p.done.Store(true)
+	// Count the Window calls that fall due in (now, target]; the schedule
+	// keeps its phase, as if the task were still running.
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.stats.WindowCalls++
-	d.nextWindow = d.now.Add(d.cfg.window)
-	if err != nil {
-		d.rollback()
-		err = fmt.Errorf("task %s: window: %w", d.name, err)
-		d.stopLocked("window failed")
-		return err
+	due := 0
+	if w := d.cfg.window; d.windowed {
+		nw := d.nextWindow
+		if !nw.After(d.now) {
+			nw = nw.Add((d.now.Sub(nw)/w + 1) * w)
+		}
+		if !nw.After(target) {
+			due = int(target.Sub(nw)/w) + 1
+			nw = nw.Add(time.Duration(due) * w)
+		}
+		d.nextWindow = nw
 	}
-	// Like the runner: what Window sent or wrote makes a commit needed,
-	// an idle Window alone does not.
-	return nil
+	d.mu.Unlock()
+	if due > 0 {
+		return d.undone(startErr, due, "Window call(s) not made")
+	}
+	return startErr
 }
 
 // Close stops the task the way a job stops it: a final commit of the
@@ -604,27 +491,20 @@ func (d *Driver) Close(ctx context.Context) error {
 		return nil
 	}
 	d.closed = true
-	started, initOK := d.started, d.initErr == nil
-	d.stopLocked("closed")
 	d.mu.Unlock()
-	var errs []error
-	if ct, ok := d.task.(task.ClosableTask); ok && started && initOK {
-		if err := safeCall(func() error { return ct.Close(ctx) }); err != nil {
-			errs = append(errs, fmt.Errorf("task %s: close: %w", d.name, err))
-		}
+	err := d.stop(ctx, "closed", nil)
+	if d.loop == nil {
+		return errors.Join(err, runtime.CloseStores(d.name, d.stores))
 	}
-	for _, s := range d.stores {
-		errs = append(errs, s.Close())
-	}
-	return errors.Join(errs...)
+	return errors.Join(err, d.loop.Close(ctx))
 }
 
 // Store returns the task's store of that name, for inspection between
 // calls; nil when there is none.
 func (d *Driver) Store(name string) store.Store {
 	for _, s := range d.stores {
-		if s.Name() == name {
-			return s.View()
+		if s.Local.Name() == name {
+			return s.Local.View()
 		}
 	}
 	return nil
@@ -634,38 +514,27 @@ func (d *Driver) Store(name string) store.Store {
 // changelog of the named store, oldest first: one per key written since
 // the previous commit, with a nil Value for a delete.
 func (d *Driver) Changelog(name string) []store.Record {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.changelog[name])
+	if cl := d.changelogs[name]; cl != nil {
+		return cl.Records()
+	}
+	return nil
 }
 
 // Outputs returns every message sent so far, in order: those the task sent
 // through its Collector and the dead-letter copies made by the DeadLetter
 // policy. Messages are recorded as sent: a zero Timestamp stays zero, and
 // no partition is chosen.
-func (d *Driver) Outputs() []stream.Outgoing {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.outputs)
-}
+func (d *Driver) Outputs() []stream.Outgoing { return d.out.Messages() }
 
 // TakeOutputs returns the messages sent since the last TakeOutputs (or
 // since the start) and forgets them, so that a test can check the outputs
 // of each step on its own. Stats are not affected.
-func (d *Driver) TakeOutputs() []stream.Outgoing {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := d.outputs
-	d.outputs = nil
-	return out
-}
+func (d *Driver) TakeOutputs() []stream.Outgoing { return d.out.Take() }
 
 // OutputsTo returns the messages sent to topic and not yet taken, in order.
 func (d *Driver) OutputsTo(topic string) []stream.Outgoing {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []stream.Outgoing
-	for _, m := range d.outputs {
+	for _, m := range d.out.Messages() {
 		if m.Topic == topic {
 			out = append(out, m)
 		}
@@ -679,9 +548,10 @@ func (d *Driver) DeadLetterTopic() string { return d.cfg.deadLetterTopic() }
 
 // CommitRequests is how many times the task called Coordinator.Commit.
 func (d *Driver) CommitRequests() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.commitCalls
+	if d.loop == nil {
+		return 0
+	}
+	return d.loop.CommitCalls()
 }
 
 // ShutdownRequested reports whether the task called Coordinator.Shutdown.
@@ -712,14 +582,13 @@ func (d *Driver) Offsets() map[stream.Partition]int64 {
 }
 
 // Checkpoint returns the last checkpoint the job would have written for the
-// task, and false when there is none yet. Like the job's runner, the driver
-// writes a checkpoint after a call in which the task asked for a commit,
-// every CommitInterval of its clock, and when the task stops; only when
-// there is progress to record.
+// task (or the [ResumeFrom] one), and false when there is none yet. Like
+// the job's runner, the driver writes a checkpoint after a call in which
+// the task asked for a commit, every CommitInterval of its clock, and when
+// the task stops; only when there is progress to record.
 func (d *Driver) Checkpoint() (checkpoint.Checkpoint, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.last.Clone(), d.hasLast
+	cp, ok, _ := d.cps.Load(context.Background(), d.name)
+	return cp.Clone(), ok
 }
 
 // Stats returns the task's counters, as [task.Job.Stats] reports them for
@@ -727,11 +596,10 @@ func (d *Driver) Checkpoint() (checkpoint.Checkpoint, bool) {
 // ProcessTime, WindowTime and CommitTime stay zero, since calls take no
 // time on the driver's clock.
 func (d *Driver) Stats() task.TaskStats {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	s := d.stats
-	s.LastCheckpoint = s.LastCheckpoint.Clone()
-	return s
+	if d.loop == nil {
+		return task.TaskStats{Task: d.name}
+	}
+	return task.TaskStats(d.loop.Stats())
 }
 
 // Now returns the driver's clock.
@@ -739,74 +607,4 @@ func (d *Driver) Now() time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.now
-}
-
-// port is the Collector and Coordinator of one Process or Window call.
-type port struct {
-	d    *Driver
-	ctx  context.Context
-	done atomic.Bool
-}
-
-// errSendOutsideCall reports a Collector used after its call returned,
-// which a job's runner could not deliver safely.
-var errSendOutsideCall = errors.New("tasktest: Send called after the Process or Window call that received the Collector returned")
-
-func (p *port) Send(m stream.Outgoing) error {
-	if p.done.Load() {
-		return errSendOutsideCall
-	}
-	if m.Topic == "" {
-		return errors.New("task: Send: message has no topic")
-	}
-	if p.ctx.Err() != nil {
-		return task.ErrStopping
-	}
-	d := p.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.outputs = append(d.outputs, m)
-	d.sentAll++
-	d.stats.Sent++
-	return nil
-}
-
-func (p *port) Commit() {
-	p.d.mu.Lock()
-	defer p.d.mu.Unlock()
-	p.d.commitCalls++
-	p.d.commitRq = true
-}
-
-func (p *port) Shutdown() {
-	p.d.mu.Lock()
-	defer p.d.mu.Unlock()
-	p.d.shutdownSeen = true
-	p.d.shutdownRq = true
-}
-
-// taskContext is the task.Context handed to Init.
-type taskContext struct{ d *Driver }
-
-func (c *taskContext) JobName() string            { return c.d.cfg.job }
-func (c *taskContext) TaskName() string           { return c.d.name }
-func (c *taskContext) Partition() int32           { return c.d.cfg.partition }
-func (c *taskContext) Inputs() []stream.Partition { return slices.Clone(c.d.parts) }
-func (c *taskContext) Logger() *slog.Logger       { return c.d.log }
-func (c *taskContext) Store(name string) (store.Store, error) {
-	if s := c.d.Store(name); s != nil {
-		return s, nil
-	}
-	return nil, fmt.Errorf("task %s: no store %q (declare it with tasktest.Stores)", c.d.name, name)
-}
-
-// safeCall runs f and turns a panic into a *task.PanicError, as the job's
-// runner does.
-func safeCall(f func() error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = &task.PanicError{Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return f()
 }
