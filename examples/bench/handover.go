@@ -122,11 +122,11 @@ func loaded(job *task.Job, n int64) (uint64, bool) {
 }
 
 // startOwnerChild runs the job's first owner in a child process (this
-// program with -handover-owner), so that it can be killed, and waits until
+// program's child-owner command), so that it can be killed, and waits until
 // its store holds every key; it returns the id of that checkpoint.
 func startOwnerChild(ctx context.Context, c config, name string, brokers []string, dir string, standbys int, stderr io.Writer) (*child, uint64, error) {
-	ch, line, err := startSelf(ctx, stderr, c.timeout, "-handover-owner", name, "-brokers", strings.Join(brokers, ","),
-		"-handover", strconv.FormatInt(c.handover, 10), "-owner-dir", dir, "-owner-standbys", strconv.Itoa(standbys))
+	ch, line, err := startSelf(ctx, stderr, c.timeout, "child-owner", "-job", name, "-brokers", strings.Join(brokers, ","),
+		"-keys", strconv.FormatInt(c.handover, 10), "-dir", dir, "-standbys", strconv.Itoa(standbys), "-timeout", c.timeout.String())
 	if err != nil {
 		return nil, 0, fmt.Errorf("owner process: %w", err)
 	}
@@ -138,7 +138,7 @@ func startOwnerChild(ctx context.Context, c config, name string, brokers []strin
 	return ch, id, nil
 }
 
-// runOwnerChild is the -handover-owner child: it runs the job as member
+// runOwnerChild is the child-owner command: it runs the job as member
 // "a" until its store holds every key, prints "loaded <checkpoint id>",
 // and goes on until its standard input closes (or it is killed).
 func runOwnerChild(ctx context.Context, c config, stdin io.Reader, stdout, stderr io.Writer) error {

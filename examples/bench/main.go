@@ -1,12 +1,20 @@
-// Command bench measures what Grete costs over plain sarama, on the
-// embedded broker, in one run:
+// Command bench measures what Grete costs, running the example jobs
+// against a baseline measured in the same run (plain sarama doing the
+// least the job's work needs), on the embedded broker. One sub-command per
+// measurement:
 //
-//	go run ./examples/bench          # (a) + (b), 1M events, one round
-//	go run ./examples/bench -rss     # (c), peak memory on a 5M-event backlog
+//	go run ./examples/bench router               # (a) + (b), 1M events, one round
+//	go run ./examples/bench router-rss           # (c), peak memory on a 5M-event backlog
+//	go run ./examples/bench handover -keys 1000000 # (d)
 //
-// # What is measured
+// and, for the other example jobs, the commands their files describe
+// (sessionize.go, topexperiments.go). go run ./examples/bench -h lists
+// them; <command> -h lists a command's flags. The benchmarks in the
+// _test.go files measure the same pieces with go test -bench.
 //
-// Before anything is timed, the program produces -messages JSON events of
+// # router: what is measured
+//
+// Before anything is timed, router produces -messages JSON events of
 // about -size bytes into an input topic of -partitions partitions, with
 // franz-go (an independent client). The events look like
 // {"id":"e1","user":"u7","type":"click","revenue":0,"debug":false,...}:
@@ -57,7 +65,7 @@
 // copies, like (a): b'/a is what Grete's run loop costs, b/b' what the
 // routing costs.
 //
-// With -handover N the program instead measures (d), moving a task whose
+// handover -keys N measures (d), moving a task whose
 // store holds N keys (100-byte values) from one process of a job to
 // another: without standbys (the new owner replays the changelog) and
 // with Standbys: 1 (the new owner kept a standby copy), the old owner
@@ -67,7 +75,7 @@
 // new owner's restore time and replayed records. Target with a standby and
 // 1M keys, graceful: under 1 s.
 //
-// With -rss the program instead runs the broker in a child process,
+// router-rss runs the broker in a child process,
 // produces a backlog of -backlog events into it, then runs the router job
 // alone in a second child process until it has processed the whole
 // backlog, and prints the job process's peak resident set size (from its
@@ -75,26 +83,9 @@
 // broker's. Target: under 300 MB. The broker keeps the backlog in memory
 // (about 2 GB for 5M events).
 //
-// # Flags
-//
-//	-messages N      events for (a) and (b) (default 1000000)
-//	-size B          approximate event size in bytes (default 100)
-//	-partitions P    partitions of the input topic (default 8)
-//	-rounds R        measurement rounds, in alternating order (default 1)
-//	-copy-job        also measure (b'), a Grete job that only copies
-//	-child-broker    run the broker in a child process for (a) and (b) too,
-//	                 so that this process's CPU time, CPU profile and
-//	                 garbage collector cover the clients only
-//	-cpuprofile P    write a CPU profile of each measurement to
-//	                 P.<raw|job|copyjob>.<round>.pprof (with -rss: of the
-//	                 job process, to P)
-//	-rss             measure (c) instead of (a) and (b)
-//	-backlog N       events in the backlog for -rss (default 5000000)
-//	-timeout D       give up after this long (default 30m)
-//
-// The hidden flags -serve-broker and -run-job are how the program starts
-// its child processes; a child stops when its standard input closes, so it
-// never outlives the program. Every broker listens on 127.0.0.1 only.
+// The child-* commands are how the others start their child processes:
+// a child stops when its standard input closes, so it never outlives the
+// program. Every broker listens on 127.0.0.1 only.
 //
 // The benchmarks in bench_test.go measure the same pieces with go test
 // -bench, and the routing task's Process alone.
@@ -109,83 +100,25 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/grete-go/grete/internal/benchkit"
 )
 
-type config struct {
-	messages    int64
-	size        int
-	partitions  int
-	rounds      int
-	childBroker bool
-	copyJob     bool
-	cpuprofile  string
-	rss         bool
-	backlog     int64
-	handover    int64
-	timeout     time.Duration
-
-	// Hidden: the child-process modes.
-	serveBroker bool
-	runJob      bool
-	brokers     string
-	input       string
-	expect      int64
-	// The -handover owner child.
-	handoverOwner string
-	ownerDir      string
-	ownerStandbys int
+// command is a sub-command of the program.
+type command struct {
+	name    string
+	summary string
+	// child commands are how the others start their child processes.
+	child bool
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
-	var c config
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Int64Var(&c.messages, "messages", 1_000_000, "events for the raw copy and the router job")
-	fs.IntVar(&c.size, "size", 100, "approximate event size in bytes (never below what the fields need, about 100)")
-	fs.IntVar(&c.partitions, "partitions", 8, "partitions of the input topic")
-	fs.IntVar(&c.rounds, "rounds", 1, "measurement rounds, in alternating order")
-	fs.BoolVar(&c.childBroker, "child-broker", false, "run the broker in a child process for the pair too")
-	fs.BoolVar(&c.copyJob, "copy-job", false, "also measure a Grete job that only copies, like (a)")
-	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write CPU profiles of each measurement, named after this `prefix`")
-	fs.BoolVar(&c.rss, "rss", false, "measure the router job's peak RSS on a backlog instead")
-	fs.Int64Var(&c.backlog, "backlog", 5_000_000, "events in the backlog for -rss")
-	fs.Int64Var(&c.handover, "handover", 0, "measure moving a task whose store holds `N` keys between two processes, with and without a standby, instead")
-	fs.DurationVar(&c.timeout, "timeout", 30*time.Minute, "give up after this long")
-	fs.BoolVar(&c.serveBroker, "serve-broker", false, "internal: run a broker until stdin closes")
-	fs.BoolVar(&c.runJob, "run-job", false, "internal: run the router job until it has processed -expect events")
-	fs.StringVar(&c.brokers, "brokers", "", "internal: brokers for -run-job")
-	fs.StringVar(&c.input, "input", "", "internal: input topic for -run-job")
-	fs.Int64Var(&c.expect, "expect", 0, "internal: events -run-job waits for")
-	fs.StringVar(&c.handoverOwner, "handover-owner", "", "internal: run the -handover job's first owner, named so")
-	fs.StringVar(&c.ownerDir, "owner-dir", "", "internal: data dir of the -handover owner")
-	fs.IntVar(&c.ownerStandbys, "owner-standbys", 0, "internal: standbys of the -handover owner's job")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: bench [-messages N] [-size B] [-partitions P] [-rounds R] [-copy-job] [-child-broker] [-cpuprofile prefix]\n       bench -rss [-backlog N] [-size B] [-partitions P] [-cpuprofile file]\n       bench -handover N")
-		for _, name := range []string{"messages", "size", "partitions", "rounds", "copy-job", "child-broker", "cpuprofile", "rss", "backlog", "handover", "timeout"} {
-			f := fs.Lookup(name)
-			line := fmt.Sprintf("  -%-13s %s", f.Name, strings.ReplaceAll(f.Usage, "`", ""))
-			if f.DefValue != "" && f.DefValue != "false" {
-				line += " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintln(fs.Output(), line)
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if c.messages < 1 || c.backlog < 1 || c.size < 1 || c.partitions < 1 || c.rounds < 1 || c.timeout <= 0 || c.handover < 0 {
-		return c, errors.New("-messages, -backlog, -size, -partitions, -rounds and -timeout must be positive, -handover not negative")
-	}
-	return c, nil
-}
+// commands are the sub-commands, in the order the usage lists them; the
+// files of the jobs measured register theirs.
+var commands []command
+
+func register(c command) { commands = append(commands, c) }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -200,25 +133,52 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c, err := parseFlags(args, stderr)
-	if err != nil {
-		return err
+	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "help" {
+		usage(stderr)
+		return flag.ErrHelp
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	switch {
-	case c.serveBroker:
-		return serveBroker(os.Stdin, stdout, c.partitions)
-	case c.runJob:
-		return runJobChild(ctx, c, os.Stdin, stdout)
-	case c.handoverOwner != "":
-		return runOwnerChild(ctx, c, os.Stdin, stdout, stderr)
-	case c.rss:
-		return measureRSS(ctx, c, stdout, stderr)
-	case c.handover > 0:
-		return measureHandover(ctx, c, stdout, stderr)
-	default:
-		return measurePair(ctx, c, stdout, stderr)
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	usage(stderr)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: go run ./examples/bench <command> [flags]   (<command> -h lists its flags)")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands {
+		if !c.child {
+			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		}
+	}
+	fmt.Fprintln(w, "\nchild processes (started by the commands above):")
+	for _, c := range commands {
+		if c.child {
+			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		}
+	}
+}
+
+// flags is a command's flag set: it parses args, refuses positional
+// arguments, and checks the values with check.
+func flags(name string, stderr io.Writer, define func(fs *flag.FlagSet)) func(args []string, check func() error) error {
+	fs := flag.NewFlagSet("bench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	define(fs)
+	return func(args []string, check func() error) error {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("unexpected arguments %q", fs.Args())
+		}
+		if check != nil {
+			return check()
+		}
+		return nil
 	}
 }
 

@@ -42,10 +42,10 @@ type child struct {
 	addrs []string
 }
 
-// startBrokerChild re-executes this program with -serve-broker and waits,
+// startBrokerChild re-executes this program's child-broker command and waits,
 // bounded, for the broker's address.
 func startBrokerChild(ctx context.Context, partitions int, stderr io.Writer) (*child, error) {
-	c, line, err := startSelf(ctx, stderr, 30*time.Second, "-serve-broker", "-partitions", strconv.Itoa(partitions))
+	c, line, err := startSelf(ctx, stderr, 30*time.Second, "child-broker", "-partitions", strconv.Itoa(partitions))
 	if err != nil {
 		return nil, fmt.Errorf("broker process: %w", err)
 	}
@@ -152,7 +152,7 @@ func measureRSS(ctx context.Context, c config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"-run-job", "-brokers", strings.Join(b.addrs, ","), "-input", inputTopic,
+	args := []string{"child-router", "-brokers", strings.Join(b.addrs, ","), "-input", inputTopic,
 		"-expect", strconv.FormatInt(c.backlog, 10), "-timeout", c.timeout.String()}
 	if c.cpuprofile != "" {
 		args = append(args, "-cpuprofile", c.cpuprofile)

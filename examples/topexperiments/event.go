@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/grete-go/grete/internal/jsonscan"
+	"github.com/grete-go/grete/examples/eventjson"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -27,14 +27,14 @@ var (
 // what is wrong: not an object, no such member, or a member of the wrong
 // kind.
 func experimentOf(b []byte) (string, error) {
-	if !jsonscan.IsObject(b) {
+	if !eventjson.IsObject(b) {
 		return "", &stream.DecodeError{Format: "JSON event", Err: errNotObject}
 	}
 	var name string
 	var raw []byte
 	found, isString := false, false
-	jsonscan.EachMember(b, func(key, v []byte) bool {
-		if jsonscan.KeyIs(key, "experiment") {
+	eventjson.EachMember(b, func(key, v []byte) bool {
+		if eventjson.KeyIs(key, "experiment") {
 			raw = v
 			name, isString = stringValue(v)
 			found = string(v) != "null"

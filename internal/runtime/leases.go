@@ -307,12 +307,12 @@ func (g *leases) acquireLocked(t int32, standby bool) {
 	}
 	if standby {
 		g.standbys[t] = l
-		go g.runStandby(l)
+		go g.hold(l, g.standbys, g.runStandby)
 		return
 	}
 	g.tasks[t] = l
 	g.assigned.Add(1)
-	go g.run(l)
+	go g.hold(l, g.tasks, g.run)
 }
 
 // revokeLocked asks lease l to stop: a task finishes its current message
@@ -343,7 +343,7 @@ func (g *leases) revokeLocked(l *lease, lost, standby bool) {
 		select {
 		case <-l.done:
 		case <-t.C:
-			g.c.log.Error("task did not stop within half the rebalance timeout; it is fenced and handed over", "task", fmt.Sprintf("task-%d", l.id), "standby", standby)
+			g.c.log.Error("task did not stop within half the rebalance timeout; it is fenced and handed over", "task", TaskName(l.id), "standby", standby)
 		}
 		g.mu.Lock()
 		if releasing[l.id] == l {
@@ -356,12 +356,13 @@ func (g *leases) revokeLocked(l *lease, lost, standby bool) {
 	}()
 }
 
-// run runs a leased task until it is revoked or the job stops.
-func (g *leases) run(l *lease) {
+// hold runs lease l, once any earlier lease of its stores has stopped,
+// and forgets it (it was in held) when it stops.
+func (g *leases) hold(l *lease, held map[int32]*lease, run func(*lease)) {
 	defer func() {
 		g.mu.Lock()
-		if g.tasks[l.id] == l {
-			delete(g.tasks, l.id)
+		if held[l.id] == l {
+			delete(held, l.id)
 		}
 		g.mu.Unlock()
 		close(l.done)
@@ -369,6 +370,11 @@ func (g *leases) run(l *lease) {
 	if l.prev != nil {
 		<-l.prev.done
 	}
+	run(l)
+}
+
+// run runs a leased task until it is revoked or the job stops.
+func (g *leases) run(l *lease) {
 	err := g.c.runTask(l)
 	// A task whose outputs a broken connection lost starts again from its
 	// checkpoint, for as long as it keeps making progress: one that cannot
@@ -382,7 +388,7 @@ func (g *leases) run(l *lease) {
 			return
 		default:
 		}
-		g.c.log.Warn("restarting task from its last checkpoint", "task", fmt.Sprintf("task-%d", l.id), "err", rw.err)
+		g.c.log.Warn("restarting task from its last checkpoint", "task", TaskName(l.id), "err", rw.err)
 		old := l.r
 		err = g.c.runTask(l)
 		if r := l.r; r != nil && r != old && r.loop.Stats().Commits > 0 {
@@ -391,7 +397,7 @@ func (g *leases) run(l *lease) {
 	}
 	if errors.Is(err, ErrFenced) {
 		g.fenced.Add(1)
-		g.c.log.Warn("task fenced", "task", fmt.Sprintf("task-%d", l.id))
+		g.c.log.Warn("task fenced", "task", TaskName(l.id))
 		return
 	}
 	if err != nil {
@@ -403,19 +409,8 @@ func (g *leases) run(l *lease) {
 // that cannot open its stores is logged, not fatal: it only saves its task
 // restore time.
 func (g *leases) runStandby(l *lease) {
-	defer func() {
-		g.mu.Lock()
-		if g.standbys[l.id] == l {
-			delete(g.standbys, l.id)
-		}
-		g.mu.Unlock()
-		close(l.done)
-	}()
-	if l.prev != nil {
-		<-l.prev.done
-	}
 	if err := g.c.runStandby(l); err != nil {
-		g.c.log.Error("standby failed; the task will restore from the changelog when it moves here", "task", fmt.Sprintf("task-%d", l.id), "err", err)
+		g.c.log.Error("standby failed; the task will restore from the changelog when it moves here", "task", TaskName(l.id), "err", err)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/grete-go/grete/internal/jsonscan"
+	"github.com/grete-go/grete/examples/eventjson"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
 )
@@ -108,15 +108,15 @@ func (t *Task) topicFor(input, suffix string) string {
 }
 
 func (t *Task) route(targets []string, input string, value []byte) ([]string, error) {
-	if !jsonscan.IsObject(value) {
+	if !eventjson.IsObject(value) {
 		return nil, &stream.DecodeError{Format: "json", Err: ErrNotObject}
 	}
 	clear(t.raws)
 	// A field given twice takes its last value, as encoding/json and
 	// every common JSON reader downstream do.
-	jsonscan.EachMember(value, func(key, raw []byte) bool {
+	eventjson.EachMember(value, func(key, raw []byte) bool {
 		for i, f := range t.fields {
-			if jsonscan.KeyIs(key, f) {
+			if eventjson.KeyIs(key, f) {
 				t.raws[i] = raw
 				break
 			}

@@ -1,7 +1,8 @@
-package jsonscan
+package eventjson
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -65,6 +66,25 @@ func TestKeyIs(t *testing.T) {
 	for _, c := range cases {
 		if got := KeyIs([]byte(c.raw), c.name); got != c.want {
 			t.Errorf("KeyIs(%q, %q) = %v, want %v", c.raw, c.name, got, c.want)
+		}
+	}
+}
+
+func TestStringAndDescribe(t *testing.T) {
+	for raw, want := range map[string]string{`"a"`: "a", `"\u00e9t\u00e9"`: "été", `"x\ny"`: "x\ny"} {
+		if got, ok := String([]byte(raw)); !ok || got != want {
+			t.Errorf("String(%s) = %q, %v; want %q", raw, got, ok, want)
+		}
+	}
+	for _, raw := range []string{`1`, `null`, `{"a":1}`, `"\x"`} {
+		if got, ok := String([]byte(raw)); ok {
+			t.Errorf("String(%s) = %q, want not a string", raw, got)
+		}
+	}
+	for raw, want := range map[string]string{`"12"`: `a string "12"`, `12.5`: "a number 12.5", `[1]`: "an array [1]", `true`: "a boolean true", `null`: "null",
+		`"` + strings.Repeat("x", 50) + `"`: "a string"} {
+		if got := Describe([]byte(raw)); got != want {
+			t.Errorf("Describe(%s) = %q, want %q", raw, got, want)
 		}
 	}
 }

@@ -1,13 +1,16 @@
-// Package jsonscan reads top-level members of JSON objects without decoding
-// them: the examples route and count events by a few fields and forward the
-// bytes as they are, so decoding whole events would cost more than the rest
-// of the job together. Objects are validated with json.Valid first, then
-// scanned.
-package jsonscan
+// Package eventjson reads the top-level members of JSON events without
+// decoding them: the examples route, count and sessionize events by a few
+// fields and forward the bytes as they are, and decoding whole events
+// would cost more than the rest of a job together. An object is validated
+// with json.Valid first, then scanned.
+//
+// It is example code, shared by the example jobs: copy it along with them.
+package eventjson
 
 import (
 	"bytes"
 	"encoding/json"
+	"unicode/utf8"
 )
 
 // IsObject reports whether b is one valid JSON object.
@@ -103,4 +106,43 @@ func KeyIs(raw []byte, name string) bool {
 		return false
 	}
 	return s == name
+}
+
+// String decodes raw, a JSON value, when it is a string.
+func String(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// Describe names the kind of raw, a JSON value, for an error message:
+// "a string", "a number", ..., followed by the value itself when short.
+func Describe(raw []byte) string {
+	kind := "a number"
+	switch raw[0] {
+	case '"':
+		kind = "a string"
+	case '{':
+		kind = "an object"
+	case '[':
+		kind = "an array"
+	case 't', 'f':
+		kind = "a boolean"
+	case 'n':
+		kind = "null"
+		return kind
+	}
+	if len(raw) <= 40 {
+		return kind + " " + string(raw)
+	}
+	return kind
 }
