@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/grete-go/grete/internal/exampleutil"
+	"github.com/grete-go/grete/examples/kit"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -42,7 +42,7 @@ func newEvent(rng *rand.Rand, n uint64, now time.Time) event {
 func generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, malformed float64) error {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	var n uint64
-	return exampleutil.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
+	return kit.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
 		n++
 		e := newEvent(rng, n, now)
 		value, err := json.Marshal(e)

@@ -40,12 +40,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grete-go/grete/examples/kit"
 	"github.com/grete-go/grete/examples/router/routing"
-	"github.com/grete-go/grete/internal/exampleutil"
 	"github.com/grete-go/grete/task"
 )
 
-func main() { exampleutil.Main("router", run) }
+func main() { kit.Main("router", run) }
 
 type config struct {
 	brokers    string
@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := exampleutil.Logger(c.logLevel, stderr)
+	log, err := kit.Logger(c.logLevel, stderr)
 	if err != nil {
 		return err
 	}
@@ -113,15 +113,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	ctx, cancel := exampleutil.WithDuration(ctx, c.duration)
+	ctx, cancel := kit.WithDuration(ctx, c.duration)
 	defer cancel()
-	cluster, err := exampleutil.Connect(c.brokers, c.dataDir, c.partitions, stdout)
+	cluster, err := kit.Connect(c.brokers, c.dataDir, c.partitions, stdout)
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
 	kc := cluster.Kafka("grete-router")
-	if err := exampleutil.EnsureTopics(kc, exampleutil.Topic{Name: c.input, Partitions: int32(c.partitions)}); err != nil {
+	if err := kit.EnsureTopics(kc, kit.Topic{Name: c.input, Partitions: int32(c.partitions)}); err != nil {
 		return err
 	}
 
@@ -151,7 +151,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer close(printDone)
 		report(genCtx, stdout, job, stats, c.quiet)
 	}()
-	go exampleutil.ReportTasks(genCtx, stdout, job)
+	go kit.ReportTasks(genCtx, stdout, job)
 
 	runErr := job.Run(ctx)
 	elapsed := time.Since(start)

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/grete-go/grete/internal/exampleutil"
+	"github.com/grete-go/grete/examples/kit"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -224,7 +224,7 @@ func simulate(cfg genConfig, n int, start time.Time, step time.Duration) []Event
 func generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, cfg genConfig) error {
 	g := newSimulator(cfg)
 	var batch []Event
-	return exampleutil.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
+	return kit.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
 		batch = g.Next(now.UnixMilli(), batch[:0])
 		for i := range batch {
 			value, err := json.Marshal(&batch[i])

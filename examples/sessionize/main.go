@@ -131,11 +131,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/grete-go/grete/internal/exampleutil"
+	"github.com/grete-go/grete/examples/kit"
 	"github.com/grete-go/grete/task"
 )
 
-func main() { exampleutil.Main("sessionize", run) }
+func main() { kit.Main("sessionize", run) }
 
 type config struct {
 	brokers    string
@@ -226,7 +226,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := exampleutil.Logger(c.logLevel, stderr)
+	log, err := kit.Logger(c.logLevel, stderr)
 	if err != nil {
 		return err
 	}
@@ -238,9 +238,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case c.bench > 0:
 		return measureBench(ctx, c, stdout, stderr)
 	}
-	ctx, cancel := exampleutil.WithDuration(ctx, c.duration)
+	ctx, cancel := kit.WithDuration(ctx, c.duration)
 	defer cancel()
-	cluster, err := exampleutil.Connect(c.brokers, c.dataDir, c.partitions, stdout)
+	cluster, err := kit.Connect(c.brokers, c.dataDir, c.partitions, stdout)
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer cleanup()
 	kc := cluster.Kafka("grete-sessionize")
-	if err := exampleutil.EnsureTopics(kc, exampleutil.Topic{Name: c.input, Partitions: int32(c.partitions)}); err != nil {
+	if err := kit.EnsureTopics(kc, kit.Topic{Name: c.input, Partitions: int32(c.partitions)}); err != nil {
 		return err
 	}
 
@@ -293,7 +293,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer close(printDone)
 		report(genCtx, stdout, job, stats, c.quiet)
 	}()
-	go exampleutil.ReportTasks(genCtx, stdout, job)
+	go kit.ReportTasks(genCtx, stdout, job)
 
 	runErr := job.Run(ctx)
 	elapsed := time.Since(start)

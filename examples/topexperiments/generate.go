@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/grete-go/grete/internal/exampleutil"
+	"github.com/grete-go/grete/examples/kit"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -61,7 +61,7 @@ func (g *traffic) next(now time.Time) (key, value []byte) {
 // keyed by experiment (murmur2, like Kafka's default partitioner).
 func generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate, experiments int) error {
 	g := newTraffic(uint64(time.Now().UnixNano()), experiments)
-	return exampleutil.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
+	return kit.Generate(ctx, kc, topic, rate, func(now time.Time, emit func(key, value []byte) error) error {
 		k, v := g.next(now)
 		return emit(k, v)
 	})

@@ -87,13 +87,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grete-go/grete/internal/exampleutil"
+	"github.com/grete-go/grete/examples/kit"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
 )
 
-func main() { exampleutil.Main("topexperiments", run) }
+func main() { kit.Main("topexperiments", run) }
 
 type config struct {
 	brokers     string
@@ -157,7 +157,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := exampleutil.Logger(c.logLevel, stderr)
+	log, err := kit.Logger(c.logLevel, stderr)
 	if err != nil {
 		return err
 	}
@@ -171,9 +171,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := exampleutil.WithDuration(ctx, c.duration)
+	ctx, cancel := kit.WithDuration(ctx, c.duration)
 	defer cancel()
-	cluster, err := exampleutil.Connect(c.brokers, c.dataDir, c.partitions, stdout)
+	cluster, err := kit.Connect(c.brokers, c.dataDir, c.partitions, stdout)
 	if err != nil {
 		return err
 	}
@@ -184,10 +184,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer cleanup()
 	kc := cluster.Kafka("grete-topexperiments")
-	if err := exampleutil.EnsureTopics(kc,
-		exampleutil.Topic{Name: c.input, Partitions: int32(c.partitions)},
-		exampleutil.Topic{Name: partialTopic(c.output), Partitions: 1},
-		exampleutil.Topic{Name: c.output, Partitions: 1},
+	if err := kit.EnsureTopics(kc,
+		kit.Topic{Name: c.input, Partitions: int32(c.partitions)},
+		kit.Topic{Name: partialTopic(c.output), Partitions: 1},
+		kit.Topic{Name: c.output, Partitions: 1},
 	); err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			report(genCtx, stdout, counters, board)
 		}
 	}()
-	go exampleutil.ReportTasks(genCtx, stdout, count, merge)
+	go kit.ReportTasks(genCtx, stdout, count, merge)
 
 	runErr := runJobs(ctx, count, merge)
 	stopGen()

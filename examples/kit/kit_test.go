@@ -1,4 +1,4 @@
-package exampleutil
+package kit
 
 import (
 	"bytes"

@@ -1,7 +1,11 @@
-// Package exampleutil is the plumbing the example programs share: running
-// main with signal handling, a logger from a flag, the embedded broker
-// behind an empty -brokers flag, and creating input topics.
-package exampleutil
+// Package kit is the plumbing the example programs share, none of which a
+// job needs: running main with signal handling, a logger from a flag, the
+// embedded broker behind an empty -brokers flag, creating input topics,
+// generating traffic into them at a steady rate, and printing which tasks
+// a process runs. It uses franz-go (kgo, kadm) for what Grete does not
+// do, producing and administering topics. It is example code: copy it
+// along with an example, or use your own tooling instead.
+package kit
 
 import (
 	"context"
@@ -19,9 +23,10 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/internal/embedded"
-	"github.com/grete-go/grete/internal/kafka"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -108,18 +113,24 @@ type Topic struct {
 	Partitions int32
 }
 
-// EnsureTopics creates the topics that are missing.
+// EnsureTopics creates the topics that are missing; existing ones are
+// left as they are.
 func EnsureTopics(kc stream.KafkaConfig, topics ...Topic) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := kafka.Dial(ctx, kc, kafka.Options{})
+	cl, err := kgo.NewClient(clientOpts(kc)...)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
 	for _, t := range topics {
-		if err := conn.EnsureTopic(ctx, kafka.TopicSpec{Name: t.Name, Partitions: t.Partitions}); err != nil {
-			return err
+		resp, err := adm.CreateTopic(ctx, t.Partitions, -1, nil, t.Name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %q: %w", t.Name, err)
 		}
 	}
 	return nil
@@ -153,30 +164,12 @@ func (c *Cluster) StateDir(dataDir, name string) (dir string, cleanup func(), er
 // waits for the broker, and events it could not deliver are counted and
 // reported on stderr (at most every ten seconds), not fatal.
 func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int, next func(now time.Time, emit func(key, value []byte) error) error) error {
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(kc.Brokers...), kgo.DefaultProduceTopic(topic),
+	opts := append(clientOpts(kc), kgo.DefaultProduceTopic(topic),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)), // murmur2, like Kafka's Java client
-		kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerLinger(5*time.Millisecond),
 		kgo.RecordDeliveryTimeout(time.Minute), // rides through a broker restart
 		kgo.MaxBufferedRecords(100_000),
-	}
-	if kc.ClientID != "" {
-		opts = append(opts, kgo.ClientID(kc.ClientID))
-	}
-	if kc.TLS != nil {
-		opts = append(opts, kgo.DialTLSConfig(kc.TLS.Clone()))
-	}
-	if s := kc.SASL; s != nil {
-		a := scram.Auth{User: s.User, Pass: s.Password}
-		switch s.Mechanism {
-		case stream.SASLPlain:
-			opts = append(opts, kgo.SASL(plain.Auth{User: s.User, Pass: s.Password}.AsMechanism()))
-		case stream.SASLScramSHA256:
-			opts = append(opts, kgo.SASL(a.AsSha256Mechanism()))
-		case stream.SASLScramSHA512:
-			opts = append(opts, kgo.SASL(a.AsSha512Mechanism()))
-		}
-	}
+	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
@@ -245,6 +238,29 @@ func Generate(ctx context.Context, kc stream.KafkaConfig, topic string, rate int
 			}
 		}
 	}
+}
+
+// clientOpts are the franz-go options that reach the cluster of kc.
+func clientOpts(kc stream.KafkaConfig) []kgo.Opt {
+	opts := []kgo.Opt{kgo.SeedBrokers(kc.Brokers...)}
+	if kc.ClientID != "" {
+		opts = append(opts, kgo.ClientID(kc.ClientID))
+	}
+	if kc.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(kc.TLS.Clone()))
+	}
+	if s := kc.SASL; s != nil {
+		a := scram.Auth{User: s.User, Pass: s.Password}
+		switch s.Mechanism {
+		case stream.SASLPlain:
+			opts = append(opts, kgo.SASL(plain.Auth{User: s.User, Pass: s.Password}.AsMechanism()))
+		case stream.SASLScramSHA256:
+			opts = append(opts, kgo.SASL(a.AsSha256Mechanism()))
+		case stream.SASLScramSHA512:
+			opts = append(opts, kgo.SASL(a.AsSha512Mechanism()))
+		}
+	}
+	return opts
 }
 
 // ReportTasks prints a line each time the set of tasks this process runs
