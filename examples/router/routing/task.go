@@ -108,21 +108,21 @@ func (t *Task) topicFor(input, suffix string) string {
 }
 
 func (t *Task) route(targets []string, input string, value []byte) ([]string, error) {
-	if !eventjson.IsObject(value) {
-		return nil, &stream.DecodeError{Format: "json", Err: ErrNotObject}
-	}
 	clear(t.raws)
-	// A field given twice takes its last value, as encoding/json and
-	// every common JSON reader downstream do.
-	eventjson.EachMember(value, func(key, raw []byte) bool {
+	// One pass checks the event and picks the fields the rules read. A
+	// field given twice takes its last value, as encoding/json and every
+	// common JSON reader downstream do.
+	ok := eventjson.Object(value, func(key, raw []byte) {
 		for i, f := range t.fields {
 			if eventjson.KeyIs(key, f) {
 				t.raws[i] = raw
 				break
 			}
 		}
-		return true
 	})
+	if !ok {
+		return nil, &stream.DecodeError{Format: "json", Err: ErrNotObject}
+	}
 	for _, c := range t.rules.Drop {
 		if c.match(t.raw(c.Field)) {
 			return nil, nil
