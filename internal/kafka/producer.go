@@ -190,6 +190,13 @@ func (p *Producer) Send(ctx context.Context, t *Tracker, m *stream.Outgoing) err
 		return ErrProducerClosed
 	}
 	t.add()
+	// Most sends find the producer ready: try without the cost of a
+	// select over ctx first.
+	select {
+	case p.ap.Input() <- pm:
+		return nil
+	default:
+	}
 	select {
 	case p.ap.Input() <- pm:
 		return nil

@@ -24,14 +24,14 @@ type sender struct {
 
 func newSender(c *Container) *sender { return &sender{c: c, tracker: kafka.NewTracker()} }
 
-func (s *sender) Send(ctx context.Context, m *stream.Outgoing) error {
+func (s *sender) Send(ctx context.Context, m stream.Outgoing) error {
 	if s.c.cfg.AutoCreateOutputs && m.Topic != s.lastTopic {
 		if err := s.c.ensureOutput(m.Topic); err != nil {
 			return err
 		}
 		s.lastTopic = m.Topic
 	}
-	return s.c.producer.Send(ctx, s.tracker, m)
+	return s.c.producer.Send(ctx, s.tracker, &m)
 }
 
 func (s *sender) Wait(ctx context.Context) error { return s.c.acked(s.tracker, ctx) }

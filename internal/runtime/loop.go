@@ -24,8 +24,10 @@ import (
 
 // Sender sends a task's outputs and dead-letter copies.
 type Sender interface {
-	// Send hands m on; it may return before m is acknowledged.
-	Send(ctx context.Context, m *stream.Outgoing) error
+	// Send hands m on; it may return before m is acknowledged. (By
+	// value: a pointer through the interface would move every message to
+	// the heap.)
+	Send(ctx context.Context, m stream.Outgoing) error
 	// Wait waits until everything sent so far is acknowledged or failed,
 	// and returns the first failure.
 	Wait(ctx context.Context) error
@@ -177,7 +179,7 @@ func (l *Loop) Send(m stream.Outgoing) error {
 		return errNoTopic
 	}
 	ctx := l.callCtx
-	if err := l.cfg.Out.Send(ctx, &m); err != nil {
+	if err := l.cfg.Out.Send(ctx, m); err != nil {
 		if ctx.Err() != nil {
 			return l.api.Stopping
 		}
@@ -386,7 +388,7 @@ func (l *Loop) deadLetter(ctx context.Context, m stream.Message, cause error) er
 		stream.Header{Key: HeaderTask, Value: []byte(l.cfg.Name)},
 	)
 	out := stream.Outgoing{Topic: l.cfg.DeadLetterTopic, Key: m.Key, Value: m.Value, Headers: h, Timestamp: m.Timestamp}
-	if err := l.cfg.Out.Send(ctx, &out); err != nil {
+	if err := l.cfg.Out.Send(ctx, out); err != nil {
 		return fmt.Errorf("task %s: dead-letter message at %s/%d offset %d: %w", l.cfg.Name, m.Topic, m.Partition, m.Offset, err)
 	}
 	l.cfg.Log.Warn("dead-lettered message that failed", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", cause)

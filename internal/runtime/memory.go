@@ -22,13 +22,13 @@ type MemOutputs struct {
 }
 
 // Send records m; it fails only when ctx has ended.
-func (o *MemOutputs) Send(ctx context.Context, m *stream.Outgoing) error {
+func (o *MemOutputs) Send(ctx context.Context, m stream.Outgoing) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.msgs = append(o.msgs, *m)
+	o.msgs = append(o.msgs, m)
 	o.sent++
 	return nil
 }

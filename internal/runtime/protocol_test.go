@@ -118,7 +118,7 @@ type (
 	faultyCPs  struct{ w *world }
 )
 
-func (o faultyOut) Send(ctx context.Context, m *stream.Outgoing) error {
+func (o faultyOut) Send(ctx context.Context, m stream.Outgoing) error {
 	return o.w.outputs.Send(ctx, m)
 }
 func (o faultyOut) Sent() int64 { return o.w.outputs.Sent() }
