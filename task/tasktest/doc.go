@@ -5,9 +5,11 @@
 //
 // # Basics
 //
-// A [Driver] plays the part of the job's runner for one task. It keeps the
-// runner's contracts, so a task that passes its tests here behaves the same
-// in a job:
+// A [Driver] plays the part of the job's runner for one task: it runs the
+// task on the task loop a job runs (the same code decides what a failure,
+// a rollback, a dead letter or a commit does), with outputs, changelogs and
+// checkpoints kept in memory and a clock of its own. A task that passes its
+// tests here behaves the same in a job:
 //
 //   - Init, Process, Window and Close are called one at a time, never
 //     concurrently, and Init comes before anything else.
