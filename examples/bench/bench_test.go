@@ -92,3 +92,14 @@ func BenchmarkRouterJob(b *testing.B) { benchEndToEnd(b, kindJob) }
 
 // BenchmarkCopyJob is a Grete job that only copies, like (a).
 func BenchmarkCopyJob(b *testing.B) { benchEndToEnd(b, kindCopyJob) }
+
+// reportRate reports a measurement's rate in unit; ns/op would include the
+// untimed set-up and shutdown, so it is zeroed.
+func reportRate(b *testing.B, rate float64, unit string, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(rate, unit)
+	b.ReportMetric(0, "ns/op")
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/grete-go/grete/checkpoint"
+	"github.com/grete-go/grete/examples/topexperiments/experiments"
 	"github.com/grete-go/grete/internal/crashkit"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -310,8 +311,8 @@ func crashProduce(ctx context.Context, addrs []string, recs []*kgo.Record, kille
 // Log lines of the counting job that the test reads.
 var (
 	crashJobStarted  = regexp.MustCompile(`msg="job started" job=` + e2eCountJob + ` `)
-	crashCurrentLine = regexp.MustCompile(`msg="store is current; no replay" job=` + e2eCountJob + ` task=(task-\d+) store=` + countsStore + ` `)
-	crashReplayLine  = regexp.MustCompile(`msg="restoring store from changelog" job=` + e2eCountJob + ` task=(task-\d+) store=` + countsStore + ` changelog=\S+ from=(\d+) to=(\d+)`)
+	crashCurrentLine = regexp.MustCompile(`msg="store is current; no replay" job=` + e2eCountJob + ` task=(task-\d+) store=` + experiments.CountsStore + ` `)
+	crashReplayLine  = regexp.MustCompile(`msg="restoring store from changelog" job=` + e2eCountJob + ` task=(task-\d+) store=` + experiments.CountsStore + ` changelog=\S+ from=(\d+) to=(\d+)`)
 	crashTrimLine    = regexp.MustCompile(`msg="trimming changelog records written after the last checkpoint" job=` + e2eCountJob + ` `)
 	crashWipeLine    = regexp.MustCompile(`msg="local store is ahead of its checkpoint.*" job=` + e2eCountJob + ` task=(task-\d+)`)
 )
@@ -348,7 +349,7 @@ func crashCheckRestore(t *testing.T, c *testkit.Child, rs *crashRestart, fresh b
 		t.Errorf("run %d: %s found its local store ahead of its checkpoint", c.Run, m[1])
 	}
 	for name, cp := range rs.checkpoints {
-		off, ok := cp.Changelogs[countsStore]
+		off, ok := cp.Changelogs[experiments.CountsStore]
 		if !ok || off < 0 {
 			continue // nothing to restore
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/examples/topexperiments/experiments"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -24,19 +25,20 @@ const (
 	e2eInput     = "events"
 	e2eOutput    = "top-experiments"
 	e2eCountJob  = "topexperiments-count"
-	e2eChangelog = e2eCountJob + "-" + countsStore + "-changelog"
+	e2eChangelog = e2eCountJob + "-" + experiments.CountsStore + "-changelog"
 )
 
-// testInput makes n generated events keyed by experiment, and the true
-// count of every experiment, counted here from the records themselves.
-func testInput(t *testing.T, seed uint64, n, experiments int) ([]*kgo.Record, map[string]int64) {
+// testInput makes n generated events over distinct experiments, keyed by
+// experiment, and the true count of every experiment, counted here from the
+// records themselves.
+func testInput(t *testing.T, seed uint64, n, distinct int) ([]*kgo.Record, map[string]int64) {
 	t.Helper()
-	g := newTraffic(seed, experiments)
+	g := experiments.NewTraffic(seed, distinct)
 	recs := make([]*kgo.Record, n)
 	counts := map[string]int64{}
 	at := time.UnixMilli(1_700_000_000_000)
 	for i := range recs {
-		k, v := g.next(at.Add(time.Duration(i) * time.Millisecond))
+		k, v := g.Next(at.Add(time.Duration(i) * time.Millisecond))
 		var e struct{ Experiment string }
 		require.NoError(t, json.Unmarshal(v, &e))
 		require.Equal(t, string(k), e.Experiment)
@@ -77,11 +79,11 @@ func readCounts(t *testing.T, addrs []string) map[string]int64 {
 }
 
 // readGlobals reads every global top written so far, in order.
-func readGlobals(t *testing.T, addrs []string) []Global {
+func readGlobals(t *testing.T, addrs []string) []experiments.Global {
 	t.Helper()
-	var out []Global
+	var out []experiments.Global
 	for _, r := range testkit.ReadAll(t, addrs, time.Minute, e2eOutput) {
-		var g Global
+		var g experiments.Global
 		if err := json.Unmarshal(r.Value, &g); err != nil {
 			t.Fatalf("output at offset %d: %v: %s", r.Offset, err, r.Value)
 		}
@@ -92,7 +94,7 @@ func readGlobals(t *testing.T, addrs []string) []Global {
 
 // checkGlobals checks the shape of every global top: at most n entries,
 // ranked, distinct experiments.
-func checkGlobals(t *testing.T, gs []Global, n int) {
+func checkGlobals(t *testing.T, gs []experiments.Global, n int) {
 	t.Helper()
 	for i, g := range gs {
 		if len(g.Top) > n || len(g.Top) == 0 {
@@ -111,8 +113,20 @@ func checkGlobals(t *testing.T, gs []Global, n int) {
 	}
 }
 
-// compareRankRef is the tests' own statement of the ranking.
-func compareRankRef(a, b Entry) int {
+// refTop is the tests' own reading of "top n by traffic": every experiment
+// sorted by compareRankRef, cut at n. It shares no code with the program.
+func refTop(n int, counts map[string]int64) []experiments.Entry {
+	all := make([]experiments.Entry, 0, len(counts))
+	for name, c := range counts {
+		all = append(all, experiments.Entry{Experiment: name, Count: c})
+	}
+	slices.SortFunc(all, compareRankRef)
+	return all[:min(n, len(all))]
+}
+
+// compareRankRef is the tests' own statement of the ranking: the higher
+// count first, and between equal counts the smaller name first.
+func compareRankRef(a, b experiments.Entry) int {
 	switch {
 	case a.Count > b.Count:
 		return -1

@@ -1,19 +1,16 @@
-package main
+package experiments
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/grete-go/grete/examples/eventjson"
 	"github.com/grete-go/grete/stream"
 )
 
-// The counting task reads one top-level member of every event, with
-// internal/jsonscan: decoding whole events would cost more than the rest of
-// the task together.
+// The counting task reads one top-level member of every event, with the
+// examples' eventjson scanner: decoding whole events would cost more than
+// the rest of the task together.
 
 // Errors of experimentOf, inside a *stream.DecodeError.
 var (
@@ -36,7 +33,7 @@ func experimentOf(b []byte) (string, error) {
 	eventjson.EachMember(b, func(key, v []byte) bool {
 		if eventjson.KeyIs(key, "experiment") {
 			raw = v
-			name, isString = stringValue(v)
+			name, isString = eventjson.String(v)
 			found = string(v) != "null"
 		}
 		return true
@@ -47,44 +44,9 @@ func experimentOf(b []byte) (string, error) {
 	case !isString && raw[0] == '"':
 		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is not a valid JSON string`, errNoExperiment)}
 	case !isString:
-		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is %s, want a string`, errNoExperiment, describe(raw))}
+		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is %s, want a string`, errNoExperiment, eventjson.Describe(raw))}
 	case name == "":
 		return "", &stream.DecodeError{Format: "JSON event", Err: fmt.Errorf(`%w: member "experiment" is empty`, errNoExperiment)}
 	}
 	return name, nil
-}
-
-// describe names the kind of a raw JSON value, with the value when short.
-func describe(raw []byte) string {
-	kind := "a number"
-	switch raw[0] {
-	case '"':
-		kind = "a string"
-	case '{':
-		kind = "an object"
-	case '[':
-		kind = "an array"
-	case 't', 'f':
-		kind = "a boolean"
-	}
-	if len(raw) <= 40 {
-		return kind + " " + string(raw)
-	}
-	return kind
-}
-
-// stringValue decodes a raw JSON value that must be a string.
-func stringValue(raw []byte) (string, bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return "", false
-	}
-	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner), true
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
 }

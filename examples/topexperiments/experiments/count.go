@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"context"
@@ -14,17 +14,12 @@ import (
 	"github.com/grete-go/grete/task"
 )
 
-// Names of the stores, as declared on the jobs.
-const (
-	countsStore   = "counts"   // counting job: experiment -> count
-	partialsStore = "partials" // merging job: counting task -> its latest Partial
-)
-
 // partitionKey places every partial in one partition of the partial topic,
 // whatever its partition count, so that they all meet in one merging task.
 var partitionKey = []byte("top-experiments")
 
-// Counters are shared by every task of a program, for its reports; safe for
+// Counters are shared by every task of a counting job, for a program's
+// reports (events per second, cost of the window flushes); safe for
 // concurrent use.
 type Counters struct {
 	Counted    atomic.Uint64 // events counted
@@ -68,13 +63,13 @@ func newCountTask(n int, partialTopic string, counters *Counters) *countTask {
 // Init implements task.InitableTask.
 func (t *countTask) Init(_ context.Context, tc task.Context) error {
 	t.name, t.log = tc.TaskName(), tc.Logger()
-	s, err := tc.Store(countsStore)
+	s, err := tc.Store(CountsStore)
 	if err != nil {
 		return err
 	}
 	ct, ok := s.(store.ChangeTracker)
 	if !ok {
-		return fmt.Errorf("store %q does not track changes: declare it with TrackChanges", countsStore)
+		return fmt.Errorf("store %q does not track changes: declare it with TrackChanges", CountsStore)
 	}
 	t.changes, t.counts = ct, store.StringKeys[int64](s)
 	// The one full scan: rebuild the top-N of the restored counts.

@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"cmp"
@@ -14,7 +14,7 @@ type Entry struct {
 
 // compareRank orders entries by rank: the higher count first, and between
 // equal counts the smaller name first. Every list of top experiments in this
-// program (per task, global, and the tests' reference) uses this one total
+// package (per task, global, and the tests' reference) uses this one total
 // order, so that ties cannot make two correct answers differ.
 func compareRank(a, b Entry) int {
 	if c := cmp.Compare(b.Count, a.Count); c != 0 {

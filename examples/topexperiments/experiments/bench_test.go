@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"context"
@@ -12,11 +12,16 @@ import (
 	"github.com/grete-go/grete/task/tasktest"
 )
 
-// The benchmarks measure the pieces of the counting task; the program's
-// -bench mode measures the jobs end to end (see bench.go).
+// The benchmarks measure the pieces of the counting task; the benchmark
+// program measures the jobs end to end, against raw sarama clients:
+//
+//	go run ./examples/bench counting
+//	go run ./examples/bench restore
+//
+// (see examples/bench/topexperiments.go).
 
 func BenchmarkExperimentOf(b *testing.B) {
-	_, v := newTraffic(1, 500).next(time.UnixMilli(1_700_000_000_000))
+	_, v := NewTraffic(1, 500).Next(time.UnixMilli(1_700_000_000_000))
 	b.SetBytes(int64(len(v)))
 	for b.Loop() {
 		if _, err := experimentOf(v); err != nil {
@@ -29,13 +34,13 @@ func BenchmarkExperimentOf(b *testing.B) {
 // in-memory test driver, with a window every 10k events.
 func BenchmarkCountTask(b *testing.B) {
 	ctx := context.Background()
-	job := countJob("bench", stream.KafkaConfig{}, "events", "top", 10, time.Second, nil)
+	job := CountJob("bench", stream.KafkaConfig{}, "events", "top", 10, time.Second, nil)
 	d := tasktest.FromJob(job)
 	defer d.Close(ctx)
-	g := newTraffic(1, 500)
+	g := NewTraffic(1, 500)
 	msgs := make([]stream.Message, 10_000)
 	for i := range msgs {
-		k, v := g.next(time.UnixMilli(1_700_000_000_000))
+		k, v := g.Next(time.UnixMilli(1_700_000_000_000))
 		msgs[i] = stream.Message{Key: k, Value: v}
 	}
 	b.ResetTimer()
@@ -62,7 +67,7 @@ func BenchmarkFlush(b *testing.B) {
 	const keys, changed = 100_000, 100
 	for _, mode := range []string{"take-changes", "full-scan"} {
 		b.Run(mode, func(b *testing.B) {
-			l, err := state.Open(b.TempDir(), store.Spec{Name: countsStore, TrackChanges: true}, nil)
+			l, err := state.Open(b.TempDir(), store.Spec{Name: CountsStore, TrackChanges: true}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/grete-go/grete/internal/kafka"
@@ -16,10 +17,30 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func newMergeDriver(t *testing.T, n int, opts ...tasktest.Option) (*tasktest.Driver, *board) {
+// lastTop keeps the last global top a merging task handed to onTop, as
+// the program's board does.
+type lastTop struct {
+	mu sync.Mutex
+	g  Global
+	ok bool
+}
+
+func (l *lastTop) set(g Global) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.g, l.ok = g, true
+}
+
+func (l *lastTop) get() (Global, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.g, l.ok
+}
+
+func newMergeDriver(t *testing.T, n int, opts ...tasktest.Option) (*tasktest.Driver, *lastTop) {
 	t.Helper()
-	b := &board{}
-	job := mergeJob("topexperiments", stream.KafkaConfig{}, "top-experiments", n, b.set)
+	b := &lastTop{}
+	job := MergeJob("topexperiments", stream.KafkaConfig{}, "top-experiments", n, b.set)
 	d := tasktest.FromJob(job, opts...)
 	t.Cleanup(func() { _ = d.Close(context.Background()) })
 	return d, b
@@ -78,7 +99,7 @@ func TestMergeTaskKeepsTheLatestPartialOfEveryTask(t *testing.T) {
 	// The store holds the latest partial of each task, for a restart.
 	require.NoError(t, d.Close(ctx))
 	latest := map[string]Partial{}
-	for _, r := range d.Changelog(partialsStore) {
+	for _, r := range d.Changelog(PartialsStore) {
 		require.Equal(t, byte('d'), r.Key[0])
 		require.Equal(t, byte(0), r.Value[0])
 		var p Partial
@@ -94,7 +115,7 @@ func TestMergeTaskKeepsTheLatestPartialOfEveryTask(t *testing.T) {
 func TestMergeTaskRestartsFromItsStore(t *testing.T) {
 	ctx := context.Background()
 	d, _ := newMergeDriver(t, 2)
-	partials := store.NewTyped(d.Store(partialsStore), stream.String(), stream.JSON[Partial]())
+	partials := store.NewTyped(d.Store(PartialsStore), stream.String(), stream.JSON[Partial]())
 	require.NoError(t, partials.Put("task-0", Partial{Task: "task-0", At: 5, Top: []Entry{{"a", 30}, {"b", 20}}}))
 	require.NoError(t, partials.Put("task-1", Partial{Task: "task-1", At: 6, Top: []Entry{{"c", 25}}}))
 
@@ -114,7 +135,7 @@ func TestMergeTaskBadPartials(t *testing.T) {
 	}
 }
 
-// TestPipeline runs the whole program logic without a broker: keyed events
+// TestPipeline runs the logic of both jobs without a broker: keyed events
 // split over counting tasks by Kafka's partitioner, their partials fed to
 // the merging task window after window, and the global top compared with
 // the reference after every window.
@@ -127,13 +148,13 @@ func TestPipeline(t *testing.T) {
 		counts[i] = newCountDriver(t, n, int32(i), nil)
 	}
 	merge, _ := newMergeDriver(t, n)
-	g := newTraffic(3, 60)
+	g := NewTraffic(3, 60)
 	want := map[string]int64{}
 	var last Global
 	for w := range windows {
 		batches := make([][]stream.Message, tasks)
 		for range 200 + rng.IntN(400) {
-			k, v := g.next(counts[0].Now())
+			k, v := g.Next(counts[0].Now())
 			want[string(k)]++
 			p := kafka.PartitionFor(k, tasks)
 			batches[p] = append(batches[p], stream.Message{Key: k, Value: v, Partition: p})

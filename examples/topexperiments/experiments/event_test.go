@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"encoding/json"
@@ -68,9 +68,9 @@ func TestExperimentOfNamesTheMember(t *testing.T) {
 }
 
 func TestGeneratedEventsParse(t *testing.T) {
-	g := newTraffic(1, 50)
+	g := NewTraffic(1, 50)
 	for range 1000 {
-		k, v := g.next(time.UnixMilli(1_700_000_000_000))
+		k, v := g.Next(time.UnixMilli(1_700_000_000_000))
 		exp, err := experimentOf(v)
 		require.NoError(t, err, "%s", v)
 		require.Equal(t, string(k), exp, "events are keyed by experiment")

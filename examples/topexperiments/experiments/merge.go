@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func newMergeTask(n int, output string, onTop func(Global)) *mergeTask {
 // Init implements task.InitableTask: it loads the partials kept so far (a
 // handful of records, one per counting task).
 func (t *mergeTask) Init(_ context.Context, tc task.Context) error {
-	s, err := tc.Store(partialsStore)
+	s, err := tc.Store(PartialsStore)
 	if err != nil {
 		return err
 	}

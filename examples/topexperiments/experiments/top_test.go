@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 
 // refTop is the tests' own reading of "top n by traffic": sort every
 // experiment by count, descending, breaking ties by name, and cut at n.
-// It shares no code with the program.
+// It shares no code with the package.
 func refTop(n int, counts map[string]int64) []Entry {
 	all := make([]Entry, 0, len(counts))
 	for name, c := range counts {

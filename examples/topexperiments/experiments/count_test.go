@@ -1,4 +1,4 @@
-package main
+package experiments
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ const (
 // declares it.
 func newCountDriver(t *testing.T, n int, p int32, counters *Counters, opts ...tasktest.Option) *tasktest.Driver {
 	t.Helper()
-	job := countJob("topexperiments", stream.KafkaConfig{}, "events", "top-experiments", n, testWindow, counters)
+	job := CountJob("topexperiments", stream.KafkaConfig{}, "events", "top-experiments", n, testWindow, counters)
 	d := tasktest.FromJob(job, append([]tasktest.Option{tasktest.Partition(p)}, opts...)...)
 	d.Task().(*countTask).now = d.Now // partials carry the driver's time
 	t.Cleanup(func() { _ = d.Close(context.Background()) })
@@ -177,10 +177,10 @@ func TestCountTaskChangelog(t *testing.T) {
 		require.NoError(t, d.Advance(ctx, time.Second)) // a commit; every 10th, a window too
 	}
 	require.NoError(t, d.Close(ctx))
-	require.Equal(t, want, changelogCounts(t, d.Changelog(countsStore)))
+	require.Equal(t, want, changelogCounts(t, d.Changelog(CountsStore)))
 	cp, ok := d.Checkpoint()
 	require.True(t, ok)
-	require.Equal(t, int64(len(d.Changelog(countsStore))-1), cp.Changelogs[countsStore])
+	require.Equal(t, int64(len(d.Changelog(CountsStore))-1), cp.Changelogs[CountsStore])
 }
 
 // TestCountTaskInitRebuildsTopFromStore starts a task on a store that
@@ -189,7 +189,7 @@ func TestCountTaskChangelog(t *testing.T) {
 func TestCountTaskInitRebuildsTopFromStore(t *testing.T) {
 	ctx := context.Background()
 	d := newCountDriver(t, 3, 0, nil)
-	s := d.Store(countsStore)
+	s := d.Store(CountsStore)
 	counts := store.StringKeys[int64](s)
 	for name, c := range map[string]int64{"old-a": 50, "old-b": 40, "old-c": 5} {
 		require.NoError(t, counts.Put(name, c))
