@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grete-go/grete/internal/embedded"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -107,6 +108,26 @@ func createTopics(ctx context.Context, cl *kgo.Client, partitions int32, topics 
 		}
 	}
 	return nil
+}
+
+// startBenchBroker starts an embedded broker in this process, with topics
+// created, and a franz-go client of it for administration; stop closes
+// both.
+func startBenchBroker(ctx context.Context, partitions int, topics ...string) (addrs []string, admin *kgo.Client, stop func(), err error) {
+	b, err := embedded.Start(embedded.Options{Partitions: partitions})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if admin, err = newKgo(b.Addrs()); err != nil {
+		b.Close()
+		return nil, nil, nil, err
+	}
+	stop = func() { admin.Close(); b.Close() }
+	if err := createTopics(ctx, admin, int32(partitions), topics...); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return b.Addrs(), admin, stop, nil
 }
 
 // deleteTopics deletes topics to give the broker's memory back between

@@ -151,13 +151,13 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands {
 		if !c.child {
-			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-17s %s\n", c.name, c.summary)
 		}
 	}
 	fmt.Fprintln(w, "\nchild processes (started by the commands above):")
 	for _, c := range commands {
 		if c.child {
-			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-17s %s\n", c.name, c.summary)
 		}
 	}
 }

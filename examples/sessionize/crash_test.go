@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/examples/sessionize/internal/reference"
+	"github.com/grete-go/grete/examples/sessionize/sessions"
 	"github.com/grete-go/grete/internal/crashkit"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/stream"
@@ -73,8 +75,8 @@ func crashSessionize(t *testing.T, events, minKills, maxKills int, extraArgs []s
 		t.Cleanup(func() { t.Logf("fault soak: %d requests faulted (%v)", faults.Total(), faults) })
 	}
 
-	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
-	recs := records(t, simulate(cfg, events, time.UnixMilli(t0), 10*time.Millisecond))
+	cfg := sessions.Traffic{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
+	recs := records(t, sessions.Simulate(cfg, events, time.UnixMilli(t0), 10*time.Millisecond))
 
 	prod := testkit.ProduceInBackground(t, addrs, crashInput, recs, crashChunk, crashChunkEvery)
 
@@ -151,9 +153,9 @@ func crashSessionize(t *testing.T, events, minKills, maxKills int, extraArgs []s
 
 	res, ref := verifyRun(t, addrs, adm, recs)
 	t.Logf("%d events: %d sessions (%d closed, %d keys with several sessions), %d late; %d snapshots",
-		len(recs), res.sessions, res.finals, res.multiKeys, len(ref.late), res.snapshots)
-	if res.finals == 0 || len(ref.late) == 0 || res.finals == res.sessions {
-		t.Errorf("the input exercises too little: %d of %d sessions closed, %d late events", res.finals, res.sessions, len(ref.late))
+		len(recs), res.Sessions, res.Finals, res.MultiKeys, len(ref.Late), res.Snapshots)
+	if res.Finals == 0 || len(ref.Late) == 0 || res.Finals == res.Sessions {
+		t.Errorf("the input exercises too little: %d of %d sessions closed, %d late events", res.Finals, res.Sessions, len(ref.Late))
 	}
 }
 
@@ -169,9 +171,9 @@ func crashArgs(addrs []string, dir string) []string {
 // input where it landed (kgo set each record's partition and offset):
 // every task's final checkpoint is at the end of its input, and every
 // session's last snapshot (and every late event) is the reference's.
-func verifyRun(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Record) (verifyResult, refResult) {
+func verifyRun(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Record) (reference.Verified, reference.Result) {
 	t.Helper()
-	ref, err := refSessionize(refInputs(recs), crashGap.Milliseconds(), crashGrace.Milliseconds())
+	ref, err := reference.Sessionize(refInputs(recs), crashGap.Milliseconds(), crashGrace.Milliseconds())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +189,8 @@ func verifyRun(t *testing.T, addrs []string, adm *kadm.Client, recs []*kgo.Recor
 		}
 	}
 	outs, lates := readOutputs(t, addrs, crashOutput, crashLate)
-	res := verifySnapshots(t, outs, ref, false)
-	verifyLate(t, lates, ref, false)
+	res := reference.VerifySnapshots(t, outs, ref, false)
+	reference.VerifyLate(t, lates, ref, false)
 	return res, ref
 }
 

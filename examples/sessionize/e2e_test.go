@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/examples/sessionize/internal/reference"
+	"github.com/grete-go/grete/examples/sessionize/sessions"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
@@ -31,12 +33,15 @@ const (
 	e2eGrace  = 10 * time.Second
 )
 
+// t0 is the event time the tests' generated traffic starts at.
+var t0 = time.Date(2026, time.March, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+
 // e2eTraffic is generated traffic that exercises everything within a few
 // minutes of event time: sessions that close, merge and reopen, events out
 // of order and late.
-func e2eTraffic(seed uint64, n int) []Event {
-	cfg := genConfig{Seed: seed, Gap: e2eGap, Grace: e2eGrace, Active: 750, Visitors: 5000, OutOfOrder: 0.1, Late: 0.01}
-	return simulate(cfg, n, time.UnixMilli(t0), 20*time.Millisecond)
+func e2eTraffic(seed uint64, n int) []sessions.Event {
+	cfg := sessions.Traffic{Seed: seed, Gap: e2eGap, Grace: e2eGrace, Active: 750, Visitors: 5000, OutOfOrder: 0.1, Late: 0.01}
+	return sessions.Simulate(cfg, n, time.UnixMilli(t0), 20*time.Millisecond)
 }
 
 // records turns events into input records keyed by visitor_id.
@@ -44,7 +49,7 @@ func e2eTraffic(seed uint64, n int) []Event {
 // Revenue is written in every spelling a JSON producer may use: 12.5 also
 // as 12.50, 1.25e1 and 125E-1, and a missing revenue as 0 or 0.0
 // sometimes. The job must sum them all exactly.
-func records(t testing.TB, evs []Event) []*kgo.Record {
+func records(t testing.TB, evs []sessions.Event) []*kgo.Record {
 	t.Helper()
 	recs := make([]*kgo.Record, len(evs))
 	for i := range evs {
@@ -101,32 +106,32 @@ func spellNumber(x string, k int) string {
 
 // refInputs are the produced records as the reference reads them: kgo
 // has set the partition and offset of each.
-func refInputs(recs []*kgo.Record) []refInput {
-	in := make([]refInput, len(recs))
+func refInputs(recs []*kgo.Record) []reference.Input {
+	in := make([]reference.Input, len(recs))
 	for i, r := range recs {
-		in[i] = refInput{Partition: r.Partition, Offset: r.Offset, Value: r.Value}
+		in[i] = reference.Input{Partition: r.Partition, Offset: r.Offset, Value: r.Value}
 	}
 	return in
 }
 
 // readOutputs reads the snapshot topic and the values of the late topic.
-func readOutputs(t testing.TB, addrs []string, output, late string) ([]refOutput, [][]byte) {
+func readOutputs(t testing.TB, addrs []string, output, late string) ([]reference.Output, [][]byte) {
 	t.Helper()
-	var outs []refOutput
+	var outs []reference.Output
 	var lates [][]byte
 	for _, r := range testkit.ReadAll(t, addrs, 2*time.Minute, output, late) {
 		if r.Topic == late {
 			lates = append(lates, r.Value)
 			continue
 		}
-		outs = append(outs, refOutput{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
+		outs = append(outs, reference.Output{Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value})
 	}
 	return outs, lates
 }
 
-func e2eJob(addrs []string, dir string, window time.Duration, stats *Stats) *task.Job {
-	return newJob(jobConfig{
-		settings:       settings{Output: e2eOutput, LateTopic: e2eLate, Gap: e2eGap, Grace: e2eGrace},
+func e2eJob(addrs []string, dir string, window time.Duration, stats *sessions.Stats) *task.Job {
+	return sessions.NewJob(sessions.Config{
+		Settings:       sessions.Settings{Output: e2eOutput, LateTopic: e2eLate, Gap: e2eGap, Grace: e2eGrace},
 		Name:           "sessionize",
 		Kafka:          stream.KafkaConfig{Brokers: addrs},
 		Input:          e2eInput,
@@ -198,10 +203,10 @@ func TestEndToEnd20kEvents(t *testing.T) {
 	testkit.CreateTopic(t, addrs, e2eInput, partitions, nil)
 	recs := records(t, e2eTraffic(7, n))
 	testkit.Produce(t, addrs, e2eInput, recs)
-	ref, err := refSessionize(refInputs(recs), e2eGap.Milliseconds(), e2eGrace.Milliseconds())
+	ref, err := reference.Sessionize(refInputs(recs), e2eGap.Milliseconds(), e2eGrace.Milliseconds())
 	require.NoError(t, err)
 
-	stats := &Stats{}
+	stats := &sessions.Stats{}
 	job := e2eJob(addrs, t.TempDir(), 200*time.Millisecond, stats)
 	stop := e2eStart(t, job)
 	waitWindowAfter(t, job, n)
@@ -209,15 +214,15 @@ func TestEndToEnd20kEvents(t *testing.T) {
 	require.NoError(t, stop())
 
 	outs, lates := readOutputs(t, addrs, e2eOutput, e2eLate)
-	res := verifySnapshots(t, outs, ref, true)
-	verifyLate(t, lates, ref, true)
-	require.Equal(t, uint64(len(ref.late)), tot.Late)
+	res := reference.VerifySnapshots(t, outs, ref, true)
+	reference.VerifyLate(t, lates, ref, true)
+	require.Equal(t, uint64(len(ref.Late)), tot.Late)
 	t.Logf("%d events: %d sessions (%d closed, %d merges, %d keys with several sessions), %d late; %d snapshots",
-		n, res.sessions, res.finals, tot.Merged, res.multiKeys, len(ref.late), res.snapshots)
-	require.NotZero(t, res.finals)
+		n, res.Sessions, res.Finals, tot.Merged, res.MultiKeys, len(ref.Late), res.Snapshots)
+	require.NotZero(t, res.Finals)
 	require.NotZero(t, tot.Merged)
-	require.NotEmpty(t, ref.late)
-	require.Less(t, res.finals, res.sessions, "some sessions are still open at the end")
+	require.NotEmpty(t, ref.Late)
+	require.Less(t, res.Finals, res.Sessions, "some sessions are still open at the end")
 
 	// The outputs are ordinary delete-policy topics.
 	adm := kadm.NewClient(testkit.Client(t, addrs))
@@ -246,12 +251,12 @@ func TestSnapshotsAfterRestart(t *testing.T) {
 	testkit.CreateTopic(t, addrs, e2eInput, partitions, nil)
 	recs := records(t, e2eTraffic(8, n))
 	testkit.Produce(t, addrs, e2eInput, recs)
-	ref, err := refSessionize(refInputs(recs), e2eGap.Milliseconds(), e2eGrace.Milliseconds())
+	ref, err := reference.Sessionize(refInputs(recs), e2eGap.Milliseconds(), e2eGrace.Milliseconds())
 	require.NoError(t, err)
 	dir := t.TempDir()
 
 	// First run: no Window within the test's time.
-	stats := &Stats{}
+	stats := &sessions.Stats{}
 	job := e2eJob(addrs, dir, time.Hour, stats)
 	stop := e2eStart(t, job)
 	testkit.Eventually(t, time.Minute, func() bool { return stats.Totals().Added+stats.Totals().Late == n },
@@ -261,7 +266,7 @@ func TestSnapshotsAfterRestart(t *testing.T) {
 	require.Equal(t, first.Snapshots, first.Finals, "only finals before the first Window")
 
 	// Second run: nothing to reprocess, yet every open session is emitted.
-	stats = &Stats{}
+	stats = &sessions.Stats{}
 	job = e2eJob(addrs, dir, 200*time.Millisecond, stats)
 	stop = e2eStart(t, job)
 	testkit.Eventually(t, time.Minute, func() bool {
@@ -279,6 +284,6 @@ func TestSnapshotsAfterRestart(t *testing.T) {
 	require.Equal(t, first.Open, int(second.Snapshots), "every open session is emitted once")
 
 	outs, lates := readOutputs(t, addrs, e2eOutput, e2eLate)
-	verifySnapshots(t, outs, ref, true)
-	verifyLate(t, lates, ref, true)
+	reference.VerifySnapshots(t, outs, ref, true)
+	reference.VerifyLate(t, lates, ref, true)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/examples/sessionize/sessions"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/twmb/franz-go/pkg/kadm"
 )
@@ -31,8 +32,8 @@ func TestScaleOutSessionize(t *testing.T) {
 	addrs := b.Addrs()
 	testkit.CreateTopic(t, addrs, crashInput, crashPartitions, nil)
 
-	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
-	recs := records(t, simulate(cfg, crashEvents, time.UnixMilli(t0), 10*time.Millisecond))
+	cfg := sessions.Traffic{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
+	recs := records(t, sessions.Simulate(cfg, crashEvents, time.UnixMilli(t0), 10*time.Millisecond))
 	adm := kadm.NewClient(testkit.Client(t, addrs))
 
 	type proc struct {
@@ -161,7 +162,7 @@ func TestScaleOutSessionize(t *testing.T) {
 	t.Logf("4 processes, 1 kill, %d graceful restarts; caught up and stopped %s after the input started", len(all)-4, time.Since(start).Round(time.Millisecond))
 
 	res, ref := verifyRun(t, addrs, adm, recs)
-	t.Logf("%d events: %d sessions (%d closed), %d late; %d snapshots", len(recs), res.sessions, res.finals, len(ref.late), res.snapshots)
+	t.Logf("%d events: %d sessions (%d closed), %d late; %d snapshots", len(recs), res.Sessions, res.Finals, len(ref.Late), res.Snapshots)
 }
 
 var runsTasksLine = regexp.MustCompile(`runs tasks \[([0-9 ]*)\]`)

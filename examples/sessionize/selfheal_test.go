@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/examples/sessionize/sessions"
 	"github.com/grete-go/grete/internal/crashkit"
 	"github.com/grete-go/grete/internal/testkit"
 	"github.com/grete-go/grete/task"
@@ -34,7 +35,7 @@ func TestCrashLoopSessionize(t *testing.T) {
 	}.Run(t)
 	stopAfterIdleWindows(t, live)
 	res, _ := verifyRun(t, addrs, kadm.NewClient(testkit.Client(t, addrs)), recs)
-	t.Logf("%d events: %d sessions (%d closed); %d snapshots", len(recs), res.sessions, res.finals, res.snapshots)
+	t.Logf("%d events: %d sessions (%d closed); %d snapshots", len(recs), res.Sessions, res.Finals, res.Snapshots)
 }
 
 // TestBrokerRestartSessionize restarts the job's broker twice while events
@@ -91,13 +92,13 @@ func TestBrokerRestartSessionize(t *testing.T) {
 	})
 	stopAfterIdleWindows(t, job)
 	res, ref := verifyRun(t, addrs, adm, recs)
-	t.Logf("%d events: %d sessions (%d closed), %d late; %d snapshots", len(recs), res.sessions, res.finals, len(ref.late), res.snapshots)
+	t.Logf("%d events: %d sessions (%d closed), %d late; %d snapshots", len(recs), res.Sessions, res.Finals, len(ref.Late), res.Snapshots)
 }
 
 // selfhealInput is n events of the crash tests' traffic, keyed by visitor.
 func selfhealInput(t *testing.T, seed uint64, n int) []*kgo.Record {
-	cfg := genConfig{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
-	return records(t, simulate(cfg, n, time.UnixMilli(t0), 10*time.Millisecond))
+	cfg := sessions.Traffic{Seed: seed, Gap: crashGap, Grace: crashGrace, Active: 1000, Visitors: 20000, OutOfOrder: 0.08, Late: 0.005}
+	return records(t, sessions.Simulate(cfg, n, time.UnixMilli(t0), 10*time.Millisecond))
 }
 
 // stopAfterIdleWindows waits until every task of c logs an idle window (no

@@ -1,4 +1,4 @@
-package main
+package sessions
 
 import (
 	"slices"
@@ -13,10 +13,10 @@ import (
 // less than Gap apart; some arrive out of order within Grace and a few
 // later than that; revenue comes with purchases only.
 func TestSimulator(t *testing.T) {
-	cfg := genConfig{Seed: 42, Gap: time.Minute, Grace: 10 * time.Second, Active: 500, Visitors: 5000, OutOfOrder: 0.05, Late: 0.005}
-	evs := simulate(cfg, 50_000, time.UnixMilli(t0), 20*time.Millisecond)
-	require.Equal(t, evs, simulate(cfg, 50_000, time.UnixMilli(t0), 20*time.Millisecond), "deterministic")
-	require.NotEqual(t, evs[:100], simulate(genConfig{Seed: 43, Gap: cfg.Gap, Grace: cfg.Grace, Active: 500, Visitors: 5000}, 100, time.UnixMilli(t0), 20*time.Millisecond))
+	cfg := Traffic{Seed: 42, Gap: time.Minute, Grace: 10 * time.Second, Active: 500, Visitors: 5000, OutOfOrder: 0.05, Late: 0.005}
+	evs := Simulate(cfg, 50_000, time.UnixMilli(t0), 20*time.Millisecond)
+	require.Equal(t, evs, Simulate(cfg, 50_000, time.UnixMilli(t0), 20*time.Millisecond), "deterministic")
+	require.NotEqual(t, evs[:100], Simulate(Traffic{Seed: 43, Gap: cfg.Gap, Grace: cfg.Grace, Active: 500, Visitors: 5000}, 100, time.UnixMilli(t0), 20*time.Millisecond))
 
 	ids := map[string]bool{}
 	bySession := map[string][]int64{}

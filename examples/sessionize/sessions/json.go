@@ -1,4 +1,4 @@
-package main
+package sessions
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/grete-go/grete/examples/eventjson"
 	"github.com/grete-go/grete/stream"
 )
 
@@ -79,7 +80,7 @@ func decodeEvent(b []byte, e *Event) error {
 			continue
 		}
 		if f.raw[0] != '"' {
-			return &FieldError{f.name, fmt.Errorf("want a string, got %s", kindOf(f.raw))}
+			return &FieldError{f.name, fmt.Errorf("want a string, got %s", eventjson.Describe(f.raw))}
 		}
 		if err := json.Unmarshal(f.raw, f.dst); err != nil {
 			return &FieldError{f.name, err}
@@ -106,32 +107,12 @@ func decodeEvent(b []byte, e *Event) error {
 // value, or a number out of range or with a fraction.
 func numberError(want string, raw json.RawMessage, err error) error {
 	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
-		return fmt.Errorf("want %s, got %s", want, kindOf(raw))
+		return fmt.Errorf("want %s, got %s", want, eventjson.Describe(raw))
 	}
-	return fmt.Errorf("want %s, got %s: %w", want, kindOf(raw), err)
+	return fmt.Errorf("want %s, got %s: %w", want, eventjson.Describe(raw), err)
 }
 
 func isNull(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }
-
-// kindOf describes a JSON value for an error message: its kind, and the
-// value itself when short.
-func kindOf(raw json.RawMessage) string {
-	kind := "a number"
-	switch raw[0] {
-	case '"':
-		kind = "a string"
-	case '{':
-		kind = "an object"
-	case '[':
-		kind = "an array"
-	case 't', 'f':
-		kind = "a boolean"
-	}
-	if len(raw) <= 40 {
-		return kind + " " + string(raw)
-	}
-	return kind
-}
 
 // parsePlainEvent decodes b into e when b is valid UTF-8 and a JSON object
 // whose keys are exactly Event's, whose strings have no escapes, and whose

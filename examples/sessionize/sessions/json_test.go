@@ -1,4 +1,4 @@
-package main
+package sessions
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 // FuzzParseEvent checks the fast path of parseEvent against decodeEvent:
 // whatever it accepts, decodeEvent accepts and decodes the same way.
 func FuzzParseEvent(f *testing.F) {
-	for _, e := range simulate(defaultGen(1, 100, time.Minute, time.Second), 50, time.UnixMilli(t0), 10*time.Millisecond) {
+	for _, e := range Simulate(DefaultTraffic(1, 100, time.Minute, time.Second), 50, time.UnixMilli(t0), 10*time.Millisecond) {
 		b, _ := json.Marshal(e)
 		f.Add(b)
 	}

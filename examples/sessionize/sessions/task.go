@@ -1,4 +1,4 @@
-package main
+package sessions
 
 import (
 	"bytes"
@@ -14,46 +14,53 @@ import (
 	"github.com/grete-go/grete/window"
 )
 
-// storeName is the store that holds the open sessions; its changelog is
+// StoreName is the store that holds the open sessions; its changelog is
 // "<job>-sessions-changelog".
-const storeName = "sessions"
+const StoreName = "sessions"
 
-// settings are what every task of the job shares.
-type settings struct {
+// Stores are the stores a task needs: the job declares them, and a test
+// driver (tasktest.Stores) or a hand-built task.Job must too.
+func Stores() []store.Spec { return []store.Spec{{Name: StoreName}} }
+
+// Settings are what every task of the job shares.
+type Settings struct {
 	Output    string        // topic of the snapshots
 	LateTopic string        // side output for late events; "" drops them
 	Gap       time.Duration // a session ends after Gap without events
 	Grace     time.Duration // how long a session stays open after its end, for late events
 }
 
-// jobConfig is everything newJob needs.
-type jobConfig struct {
-	settings
-	Name           string
-	Kafka          stream.KafkaConfig
-	Input          string
-	Window         time.Duration // period of the snapshot emits
-	CommitInterval time.Duration
-	DataDir        string
-	InstanceID     string
-	Standbys       int
+// Config is everything NewJob needs: the tasks' Settings, and fields that
+// NewJob passes on to the task.Job as they are.
+type Config struct {
+	Settings
+	Name           string             // consumer group and topic prefix
+	Kafka          stream.KafkaConfig // how to reach the cluster
+	Input          string             // topic of the events
+	Window         time.Duration      // period of the snapshot emits
+	CommitInterval time.Duration      // period of commits; default 5 s
+	DataDir        string             // where the stores live
+	InstanceID     string             // this process's id among the job's processes
+	Standbys       int                // other processes that keep a standby copy of each task
 	Logger         *slog.Logger
 }
 
-// newJob returns the sessionize job. The snapshot topic (and the late topic)
-// are ordinary delete-policy topics: a compacted topic would keep the last
-// snapshot of every session for ever, since the job never deletes one.
-func newJob(c jobConfig, stats *Stats) *task.Job {
+// NewJob returns the sessionize job; stats, when non-nil, counts what its
+// tasks emit. Bad input goes to the dead-letter topic "<name>-dlq". The
+// snapshot topic (and the late topic) are ordinary delete-policy topics: a
+// compacted topic would keep the last snapshot of every session for ever,
+// since the job never deletes one.
+func NewJob(c Config, stats *Stats) *task.Job {
 	outputs := []task.OutputTopic{{Name: c.Output}}
 	if c.LateTopic != "" {
 		outputs = append(outputs, task.OutputTopic{Name: c.LateTopic})
 	}
-	set := c.settings
+	set := c.Settings
 	return &task.Job{
 		Name:           c.Name,
 		Kafka:          c.Kafka,
 		Inputs:         []string{c.Input},
-		Stores:         []store.Spec{{Name: storeName}},
+		Stores:         Stores(),
 		DataDir:        c.DataDir,
 		InstanceID:     c.InstanceID,
 		Standbys:       c.Standbys,
@@ -62,16 +69,17 @@ func newJob(c jobConfig, stats *Stats) *task.Job {
 		OnError:        task.DeadLetter,
 		Outputs:        outputs,
 		Logger:         c.Logger,
-		NewTask:        func() task.StreamTask { return newSessionizer(set, stats) },
+		NewTask:        func() task.StreamTask { return NewTask(set, stats) },
 	}
 }
 
-// Sessionizer is the job's task: it folds each event into the session of
-// its session_id with a window.Aggregator over session windows, and emits
-// a snapshot of every session that changed on every Window, and a final
-// snapshot when a session closes.
-type Sessionizer struct {
-	set   settings
+// Task is the job's task: it folds each event into the session of its
+// session_id with a window.Aggregator over session windows, and emits a
+// snapshot of every session that changed on every Window, and a final
+// snapshot when a session closes. It needs the store StoreName. Create it
+// with NewTask.
+type Task struct {
+	set   Settings
 	stats *Stats
 	agg   *window.Aggregator[string, *Event, state]
 
@@ -95,11 +103,13 @@ type Sessionizer struct {
 	lateFn window.LateFunc[string, *Event]
 }
 
-func newSessionizer(set settings, stats *Stats) *Sessionizer {
+// NewTask returns a task of the job. stats, when non-nil, counts what
+// every task made with it emits: pass one Stats to all of a job's tasks.
+func NewTask(set Settings, stats *Stats) *Task {
 	if stats == nil {
 		stats = &Stats{}
 	}
-	s := &Sessionizer{set: set, stats: stats}
+	s := &Task{set: set, stats: stats}
 	s.emitFn = s.emit
 	if set.LateTopic != "" {
 		s.lateFn = s.late
@@ -108,9 +118,9 @@ func newSessionizer(set settings, stats *Stats) *Sessionizer {
 }
 
 // Init implements task.InitableTask.
-func (s *Sessionizer) Init(_ context.Context, tc task.Context) error {
+func (s *Task) Init(_ context.Context, tc task.Context) error {
 	s.log, s.partition = tc.Logger(), tc.Partition()
-	st, err := tc.Store(storeName)
+	st, err := tc.Store(StoreName)
 	if err != nil {
 		return err
 	}
@@ -132,7 +142,7 @@ func (s *Sessionizer) Init(_ context.Context, tc task.Context) error {
 
 // Process implements task.StreamTask. A value that is not an event is an
 // error, handled by the job's policy (dead-letter).
-func (s *Sessionizer) Process(_ context.Context, m stream.Message, out task.Collector, _ task.Coordinator) error {
+func (s *Task) Process(_ context.Context, m stream.Message, out task.Collector, _ task.Coordinator) error {
 	s.events++
 	if err := parseEvent(m.Value, &s.ev); err != nil {
 		return err
@@ -148,7 +158,7 @@ func (s *Sessionizer) Process(_ context.Context, m stream.Message, out task.Coll
 
 // Window implements task.WindowableTask: close what is due and emit every
 // session that changed since the last Window.
-func (s *Sessionizer) Window(_ context.Context, out task.Collector, _ task.Coordinator) error {
+func (s *Task) Window(_ context.Context, out task.Collector, _ task.Coordinator) error {
 	s.out = out
 	if err := s.agg.Flush(s.emitFn); err != nil {
 		return err
@@ -161,12 +171,12 @@ func (s *Sessionizer) Window(_ context.Context, out task.Collector, _ task.Coord
 }
 
 // Close implements task.ClosableTask.
-func (s *Sessionizer) Close(context.Context) error {
+func (s *Task) Close(context.Context) error {
 	s.stats.unregister(s)
 	return nil
 }
 
-func (s *Sessionizer) emit(e window.Emit[string, state]) error {
+func (s *Task) emit(e window.Emit[string, state]) error {
 	snap, err := snapshot(e.Key, e.Value, e.Final, s.items)
 	if err != nil {
 		return err
@@ -185,7 +195,7 @@ func (s *Sessionizer) emit(e window.Emit[string, state]) error {
 }
 
 // late copies a late event, as it came, to the late topic.
-func (s *Sessionizer) late(string, *Event, time.Time) error {
+func (s *Task) late(string, *Event, time.Time) error {
 	m := &s.cur
 	return s.out.Send(stream.Outgoing{Topic: s.set.LateTopic, Key: m.Key, Value: m.Value, Headers: m.Headers, Timestamp: m.Timestamp})
 }
@@ -201,24 +211,24 @@ type Stats struct {
 	snapshots, finals atomic.Uint64
 
 	mu    sync.Mutex
-	tasks map[*Sessionizer]struct{}
+	tasks map[*Task]struct{}
 	gone  window.Stats // counters of tasks that closed (Open aside)
 	// goneOpen is, for each partition whose task closed and has not come
 	// back, the sessions it held open when it closed.
 	goneOpen map[int32]int
 }
 
-func (st *Stats) register(s *Sessionizer) {
+func (st *Stats) register(s *Task) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.tasks == nil {
-		st.tasks = map[*Sessionizer]struct{}{}
+		st.tasks = map[*Task]struct{}{}
 	}
 	st.tasks[s] = struct{}{}
 	delete(st.goneOpen, s.partition) // back: it counts its sessions itself
 }
 
-func (st *Stats) unregister(s *Sessionizer) {
+func (st *Stats) unregister(s *Task) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if _, ok := st.tasks[s]; !ok {

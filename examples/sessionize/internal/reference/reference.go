@@ -1,4 +1,25 @@
-package main
+// Package reference is the sessionize job's documented semantics, written
+// again from scratch for the tests, and the checks that compare a job's
+// output with it. It uses nothing of the job (not package window, not
+// package sessions' Event, state or Snapshot; it imports neither), so
+// that a mistake in either shows up as a difference. The unit tests of
+// package sessions and the tests of the command, which run the job in
+// processes they kill, check the job against it. The semantics, as the
+// reference has them:
+//
+//   - Per input partition, in offset order, stream time is the largest ts
+//     seen so far.
+//   - A session is open while its last ts + gap + grace > stream time.
+//   - An event joins every open session of its session_id whose
+//     [start-gap, end+gap] holds its ts (several: it bridges them into one).
+//   - An event that joins none starts a session, unless that session's own
+//     close time (ts + gap + grace) has already passed: then it is late,
+//     and dropped.
+//   - A session's snapshot: metadata of its first event (smallest ts, ties
+//     by the smaller event_id), events by ts then event_id, revenue the
+//     exact sum of the numbers as written (math/big), final when it has
+//     closed by the end of the input.
+package reference
 
 import (
 	"bytes"
@@ -14,44 +35,26 @@ import (
 	"testing"
 )
 
-// The reference: the documented semantics, written again from scratch for
-// the tests. It uses nothing of the job (not package window, not the
-// job's Event, state or Snapshot), so that a mistake in either shows up
-// as a difference.
-//
-//   - Per input partition, in offset order, stream time is the largest ts
-//     seen so far.
-//   - A session is open while its last ts + gap + grace > stream time.
-//   - An event joins every open session of its session_id whose
-//     [start-gap, end+gap] holds its ts (several: it bridges them into one).
-//   - An event that joins none starts a session, unless that session's own
-//     close time (ts + gap + grace) has already passed: then it is late,
-//     and dropped.
-//   - A session's snapshot: metadata of its first event (smallest ts, ties
-//     by the smaller event_id), events by ts then event_id, revenue the
-//     exact sum of the numbers as written (math/big), final when it has
-//     closed by the end of the input.
-
-// refEvent is an input event as the reference reads it.
-type refEvent struct {
-	EventID    string     `json:"event_id"`
-	VisitorID  string     `json:"visitor_id"`
-	SessionID  string     `json:"session_id"`
-	TS         int64      `json:"ts"`
-	Type       string     `json:"type"`
-	Experiment string     `json:"experiment"`
-	Revenue    refDecimal `json:"revenue"`
-	Browser    string     `json:"browser"`
-	Country    string     `json:"country"`
-	IP         string     `json:"ip"`
+// event is an input event as the reference reads it.
+type event struct {
+	EventID    string  `json:"event_id"`
+	VisitorID  string  `json:"visitor_id"`
+	SessionID  string  `json:"session_id"`
+	TS         int64   `json:"ts"`
+	Type       string  `json:"type"`
+	Experiment string  `json:"experiment"`
+	Revenue    Decimal `json:"revenue"`
+	Browser    string  `json:"browser"`
+	Country    string  `json:"country"`
+	IP         string  `json:"ip"`
 }
 
-// refDecimal is a JSON number held exactly, as math/big reads it: its
+// Decimal is a JSON number held exactly, as math/big reads it: its
 // canonical fraction, so that equal values compare equal however they are
 // spelled ("" is zero).
-type refDecimal string
+type Decimal string
 
-func (d *refDecimal) UnmarshalJSON(b []byte) error {
+func (d *Decimal) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
@@ -62,101 +65,102 @@ func (d *refDecimal) UnmarshalJSON(b []byte) error {
 	if !ok {
 		return fmt.Errorf("revenue %s is not a number", b)
 	}
-	*d = refDecimal(r.RatString())
+	*d = Decimal(r.RatString())
 	return nil
 }
 
-func (d refDecimal) rat() *big.Rat {
+func (d Decimal) rat() *big.Rat {
 	r, ok := new(big.Rat).SetString(string(cmp.Or(d, "0")))
 	if !ok {
-		panic("bad refDecimal " + d)
+		panic("bad Decimal " + d)
 	}
 	return r
 }
 
-func (d refDecimal) plus(o refDecimal) refDecimal {
-	return refDecimal(new(big.Rat).Add(d.rat(), o.rat()).RatString())
+func (d Decimal) plus(o Decimal) Decimal {
+	return Decimal(new(big.Rat).Add(d.rat(), o.rat()).RatString())
 }
 
 // norm is d with zero written as "0".
-func (d refDecimal) norm() refDecimal { return refDecimal(d.rat().RatString()) }
+func (d Decimal) norm() Decimal { return Decimal(d.rat().RatString()) }
 
-// refInput is one input record: its partition and, in offset order, its
+// Input is one input record: its partition and, in offset order, its
 // place in the partition.
-type refInput struct {
+type Input struct {
 	Partition int32
 	Offset    int64
 	Value     []byte
 }
 
-// refSession is one session the reference finds.
-type refSession struct {
+// Session is one session the reference finds.
+type Session struct {
 	id         string
 	partition  int32
-	events     []refEvent
+	events     []event
 	start, end int64
 	closed     bool
 }
 
-// refResult is everything the reference says about an input.
-type refResult struct {
-	sessions []*refSession          // every session, in order of creation
-	owner    map[string]*refSession // event_id -> its session
-	late     map[string]bool        // event_ids of late events
-	byKey    map[string][]*refSession
+// Result is everything the reference says about an input.
+type Result struct {
+	sessions []*Session          // every session, in order of creation
+	owner    map[string]*Session // event_id -> its session
+	Late     map[string]bool     // event_ids of late events
+	byKey    map[string][]*Session
 }
 
-// refSnapshot is a snapshot as the reference writes it, and as the tests
+// Snapshot is a snapshot as the reference writes it, and as the tests
 // decode the output (strictly: an unknown field is an error).
-type refSnapshot struct {
-	SessionID  string     `json:"session_id"`
-	VisitorID  string     `json:"visitor_id"`
-	Start      int64      `json:"start"`
-	End        int64      `json:"end"`
-	EventCount int        `json:"event_count"`
-	Revenue    refDecimal `json:"revenue"`
-	Browser    string     `json:"browser"`
-	Country    string     `json:"country"`
-	IP         string     `json:"ip"`
-	Final      bool       `json:"final"`
-	Events     []refItem  `json:"events"`
+type Snapshot struct {
+	SessionID  string  `json:"session_id"`
+	VisitorID  string  `json:"visitor_id"`
+	Start      int64   `json:"start"`
+	End        int64   `json:"end"`
+	EventCount int     `json:"event_count"`
+	Revenue    Decimal `json:"revenue"`
+	Browser    string  `json:"browser"`
+	Country    string  `json:"country"`
+	IP         string  `json:"ip"`
+	Final      bool    `json:"final"`
+	Events     []Item  `json:"events"`
 }
 
-type refItem struct {
-	EventID    string     `json:"event_id"`
-	TS         int64      `json:"ts"`
-	Type       string     `json:"type"`
-	Experiment string     `json:"experiment"`
-	Revenue    refDecimal `json:"revenue"`
+// Item is an event inside a Snapshot.
+type Item struct {
+	EventID    string  `json:"event_id"`
+	TS         int64   `json:"ts"`
+	Type       string  `json:"type"`
+	Experiment string  `json:"experiment"`
+	Revenue    Decimal `json:"revenue"`
 }
 
-// refSessionize runs the reference over inputs (any order: it sorts them
+// Sessionize runs the reference over inputs (any order: it sorts them
 // by partition and offset).
-func refSessionize(inputs []refInput, gap, grace int64) (refResult, error) {
-	res := refResult{owner: map[string]*refSession{}, late: map[string]bool{}, byKey: map[string][]*refSession{}}
+func Sessionize(inputs []Input, gap, grace int64) (Result, error) {
+	res := Result{owner: map[string]*Session{}, Late: map[string]bool{}, byKey: map[string][]*Session{}}
 	inputs = slices.Clone(inputs)
-	slices.SortFunc(inputs, func(a, b refInput) int {
+	slices.SortFunc(inputs, func(a, b Input) int {
 		return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
 	})
 	const none = math.MinInt64
 	var (
 		part   int32 = -1
 		st     int64
-		open   map[string][]*refSession
-		merged = map[*refSession]bool{}
-		all    []*refSession
+		open   map[string][]*Session
+		merged = map[*Session]bool{}
+		all    []*Session
 		final  = map[int32]int64{} // stream time at the end, per partition
 	)
-	isOpen := func(s *refSession) bool { return st == none || s.end+gap+grace > st }
+	isOpen := func(s *Session) bool { return st == none || s.end+gap+grace > st }
 	for _, in := range inputs {
 		if in.Partition != part {
-			part, st, open = in.Partition, none, map[string][]*refSession{}
+			part, st, open = in.Partition, none, map[string][]*Session{}
 		}
-		var e refEvent
+		var e event
 		if err := json.Unmarshal(in.Value, &e); err != nil {
 			return res, fmt.Errorf("input %d@%d: %w", in.Partition, in.Offset, err)
 		}
-		var joined, kept []*refSession
+		var joined, kept []*Session
 		for _, s := range open[e.SessionID] {
 			if !isOpen(s) {
 				continue // closed for good: stream time never goes back
@@ -169,9 +173,9 @@ func refSessionize(inputs []refInput, gap, grace int64) (refResult, error) {
 		open[e.SessionID] = kept
 		switch {
 		case len(joined) == 0 && st != none && e.TS+gap+grace <= st:
-			res.late[e.EventID] = true
+			res.Late[e.EventID] = true
 		case len(joined) == 0:
-			s := &refSession{id: e.SessionID, partition: in.Partition, events: []refEvent{e}, start: e.TS, end: e.TS}
+			s := &Session{id: e.SessionID, partition: in.Partition, events: []event{e}, start: e.TS, end: e.TS}
 			open[e.SessionID] = append(open[e.SessionID], s)
 			all = append(all, s)
 		default:
@@ -180,7 +184,7 @@ func refSessionize(inputs []refInput, gap, grace int64) (refResult, error) {
 				s.events = append(s.events, o.events...)
 				s.start, s.end = min(s.start, o.start), max(s.end, o.end)
 				merged[o] = true
-				open[e.SessionID] = slices.DeleteFunc(open[e.SessionID], func(x *refSession) bool { return x == o })
+				open[e.SessionID] = slices.DeleteFunc(open[e.SessionID], func(x *Session) bool { return x == o })
 			}
 			s.events = append(s.events, e)
 			s.start, s.end = min(s.start, e.TS), max(s.end, e.TS)
@@ -208,28 +212,28 @@ func refSessionize(inputs []refInput, gap, grace int64) (refResult, error) {
 	return res, nil
 }
 
-// snapshot is the session's expected last snapshot.
-func (s *refSession) snapshot() refSnapshot {
+// Snapshot is the session's expected last snapshot.
+func (s *Session) Snapshot() Snapshot {
 	evs := slices.Clone(s.events)
-	slices.SortStableFunc(evs, func(a, b refEvent) int {
+	slices.SortStableFunc(evs, func(a, b event) int {
 		return cmp.Or(cmp.Compare(a.TS, b.TS), strings.Compare(a.EventID, b.EventID))
 	})
 	first := evs[0]
-	out := refSnapshot{
+	out := Snapshot{
 		SessionID: s.id, VisitorID: first.VisitorID, Start: evs[0].TS, End: evs[len(evs)-1].TS,
 		EventCount: len(evs), Browser: first.Browser, Country: first.Country, IP: first.IP, Final: s.closed,
 		Revenue: "0",
 	}
 	for _, e := range evs {
 		out.Revenue = out.Revenue.plus(e.Revenue)
-		out.Events = append(out.Events, refItem{EventID: e.EventID, TS: e.TS, Type: e.Type, Experiment: e.Experiment, Revenue: e.Revenue.norm()})
+		out.Events = append(out.Events, Item{EventID: e.EventID, TS: e.TS, Type: e.Type, Experiment: e.Experiment, Revenue: e.Revenue.norm()})
 	}
 	return out
 }
 
-// decodeSnapshot decodes an output value strictly.
-func decodeSnapshot(b []byte) (refSnapshot, error) {
-	var s refSnapshot
+// DecodeSnapshot decodes an output value strictly.
+func DecodeSnapshot(b []byte) (Snapshot, error) {
+	var s Snapshot
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&s); err != nil {
@@ -241,38 +245,41 @@ func decodeSnapshot(b []byte) (refSnapshot, error) {
 	return s, nil
 }
 
-// refOutput is one output record: its key and value, in the order of its
+// Output is one output record: its key and value, in the order of its
 // output partition.
-type refOutput struct {
+type Output struct {
 	Partition int32
 	Offset    int64
 	Key       []byte
 	Value     []byte
 }
 
-// verifyResult counts what verifySnapshots checked.
-type verifyResult struct {
-	snapshots, sessions, finals, multiKeys int
+// Verified counts what VerifySnapshots checked.
+type Verified struct {
+	Snapshots int // snapshots read
+	Sessions  int // sessions of the reference
+	Finals    int // of them, closed by the end of the input
+	MultiKeys int // session_ids with several sessions
 }
 
-// verifySnapshots checks the output against the reference: every snapshot
+// VerifySnapshots checks the output against the reference: every snapshot
 // is well formed and holds the events of one reference session, none late;
 // every reference session's last snapshot equals the reference's; for every
 // session_id with one session, the key's last snapshot equals it too. With
 // once, it also checks what holds without crashes: each closed session has
 // exactly one final snapshot, and nothing follows it.
-func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) verifyResult {
+func VerifySnapshots(t testing.TB, outs []Output, ref Result, once bool) Verified {
 	t.Helper()
 	outs = slices.Clone(outs)
-	slices.SortFunc(outs, func(a, b refOutput) int {
+	slices.SortFunc(outs, func(a, b Output) int {
 		return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
 	})
 	var (
 		errs      []string
-		last      = map[*refSession]refSnapshot{}
-		lastByKey = map[string]refSnapshot{}
-		finals    = map[*refSession]int{}
-		afterEnd  = map[*refSession]bool{}
+		last      = map[*Session]Snapshot{}
+		lastByKey = map[string]Snapshot{}
+		finals    = map[*Session]int{}
+		afterEnd  = map[*Session]bool{}
 	)
 	fail := func(format string, args ...any) {
 		if len(errs) < 20 {
@@ -282,7 +289,7 @@ func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) v
 		}
 	}
 	for _, o := range outs {
-		snap, err := decodeSnapshot(o.Value)
+		snap, err := DecodeSnapshot(o.Value)
 		if err != nil {
 			fail("output %d@%d: %v: %s", o.Partition, o.Offset, err, o.Value)
 			continue
@@ -298,7 +305,7 @@ func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) v
 		ok := true
 		for _, it := range snap.Events {
 			switch s := ref.owner[it.EventID]; {
-			case ref.late[it.EventID]:
+			case ref.Late[it.EventID]:
 				fail("output %d@%d: session %s holds late event %s", o.Partition, o.Offset, snap.SessionID, it.EventID)
 				ok = false
 			case s == nil:
@@ -321,10 +328,10 @@ func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) v
 		last[owner] = snap
 		lastByKey[snap.SessionID] = snap
 	}
-	var res verifyResult
-	res.snapshots = len(outs)
+	var res Verified
+	res.Snapshots = len(outs)
 	for _, s := range ref.sessions {
-		want := s.snapshot()
+		want := s.Snapshot()
 		got, ok := last[s]
 		switch {
 		case !ok:
@@ -333,7 +340,7 @@ func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) v
 			fail("session %s: last snapshot\n  got  %s\n  want %s", s.id, jsonOf(got), jsonOf(want))
 		}
 		if s.closed {
-			res.finals++
+			res.Finals++
 		}
 		if once {
 			if s.closed && finals[s] != 1 {
@@ -346,11 +353,11 @@ func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) v
 	}
 	for key, ss := range ref.byKey {
 		if len(ss) > 1 {
-			res.multiKeys++
+			res.MultiKeys++
 			continue
 		}
-		if got, ok := lastByKey[key]; ok && !reflect.DeepEqual(got, ss[0].snapshot()) {
-			fail("session_id %s: the key's last snapshot is not the session's:\n  got  %s\n  want %s", key, jsonOf(got), jsonOf(ss[0].snapshot()))
+		if got, ok := lastByKey[key]; ok && !reflect.DeepEqual(got, ss[0].Snapshot()) {
+			fail("session_id %s: the key's last snapshot is not the session's:\n  got  %s\n  want %s", key, jsonOf(got), jsonOf(ss[0].Snapshot()))
 		}
 	}
 	for key := range lastByKey {
@@ -358,20 +365,20 @@ func verifySnapshots(t *testing.T, outs []refOutput, ref refResult, once bool) v
 			fail("session_id %s has snapshots, but the reference has no such session", key)
 		}
 	}
-	res.sessions = len(ref.sessions)
+	res.Sessions = len(ref.sessions)
 	if len(errs) > 0 {
 		t.Errorf("%d snapshots checked against %d reference sessions:\n%s", len(outs), len(ref.sessions), strings.Join(errs, "\n"))
 	}
 	return res
 }
 
-// verifyLate checks that the late topic holds exactly the late events
+// VerifyLate checks that the late topic holds exactly the late events
 // (each once, or, with !once, at least once).
-func verifyLate(t *testing.T, late [][]byte, ref refResult, once bool) {
+func VerifyLate(t testing.TB, late [][]byte, ref Result, once bool) {
 	t.Helper()
 	seen := map[string]int{}
 	for _, v := range late {
-		var e refEvent
+		var e event
 		if err := json.Unmarshal(v, &e); err != nil {
 			t.Errorf("late topic: %v: %s", err, v)
 			continue
@@ -380,19 +387,19 @@ func verifyLate(t *testing.T, late [][]byte, ref refResult, once bool) {
 	}
 	var errs []string
 	for _, id := range slices.Sorted(maps.Keys(seen)) {
-		if !ref.late[id] {
+		if !ref.Late[id] {
 			errs = append(errs, fmt.Sprintf("%s is on the late topic but is not late", id))
 		} else if once && seen[id] != 1 {
 			errs = append(errs, fmt.Sprintf("%s is on the late topic %d times", id, seen[id]))
 		}
 	}
-	for _, id := range slices.Sorted(maps.Keys(ref.late)) {
+	for _, id := range slices.Sorted(maps.Keys(ref.Late)) {
 		if seen[id] == 0 {
 			errs = append(errs, fmt.Sprintf("late event %s is missing from the late topic", id))
 		}
 	}
 	if len(errs) > 0 {
-		t.Errorf("late topic (%d records, %d late events in the reference):\n%s", len(late), len(ref.late), strings.Join(errs[:min(20, len(errs))], "\n"))
+		t.Errorf("late topic (%d records, %d late events in the reference):\n%s", len(late), len(ref.Late), strings.Join(errs[:min(20, len(errs))], "\n"))
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package sessions
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grete-go/grete/examples/sessionize/internal/reference"
 	"github.com/grete-go/grete/store"
 	"github.com/grete-go/grete/stream"
 	"github.com/grete-go/grete/task"
@@ -29,7 +30,7 @@ const (
 // t0 is the event time the unit tests start at.
 var t0 = time.Date(2026, time.March, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
 
-func unitDriver(t *testing.T, set settings) (*tasktest.Driver, *Stats) {
+func unitDriver(t *testing.T, set Settings) (*tasktest.Driver, *Stats) {
 	t.Helper()
 	if set.Output == "" {
 		set.Output = "sessions"
@@ -38,7 +39,7 @@ func unitDriver(t *testing.T, set settings) (*tasktest.Driver, *Stats) {
 		set.Gap, set.Grace = unitGap, unitGrace
 	}
 	stats := &Stats{}
-	job := newJob(jobConfig{settings: set, Name: "sessionize", Input: "events", Window: unitWindow}, stats)
+	job := NewJob(Config{Settings: set, Name: "sessionize", Input: "events", Window: unitWindow}, stats)
 	d := tasktest.FromJob(job)
 	t.Cleanup(func() { require.NoError(t, d.Close(context.Background())) })
 	return d, stats
@@ -65,11 +66,11 @@ func feed(t *testing.T, d *tasktest.Driver, evs ...Event) {
 }
 
 // snapshots decodes and takes the snapshots sent so far.
-func snapshots(t *testing.T, d *tasktest.Driver) []refSnapshot {
+func snapshots(t *testing.T, d *tasktest.Driver) []reference.Snapshot {
 	t.Helper()
-	var out []refSnapshot
+	var out []reference.Snapshot
 	for _, m := range d.OutputsTo("sessions") {
-		s, err := decodeSnapshot(m.Value)
+		s, err := reference.DecodeSnapshot(m.Value)
 		require.NoError(t, err, "%s", m.Value)
 		require.Equal(t, s.SessionID, string(m.Key), "a snapshot's key is its session_id")
 		out = append(out, s)
@@ -79,7 +80,7 @@ func snapshots(t *testing.T, d *tasktest.Driver) []refSnapshot {
 }
 
 func TestSnapshotOrderMetadataAndRevenue(t *testing.T) {
-	d, _ := unitDriver(t, settings{})
+	d, _ := unitDriver(t, Settings{})
 	a := ev("s1", "e-a", 2000, "purchase")
 	a.Revenue, a.Experiment, a.Browser = 12_990_000, "checkout_flow:b", "firefox"
 	b := ev("s1", "e-c", 1000, "pageview") // ties with e-b on ts; e-b sorts first
@@ -92,22 +93,22 @@ func TestSnapshotOrderMetadataAndRevenue(t *testing.T) {
 	require.Empty(t, d.Outputs(), "nothing is emitted before the window")
 	require.NoError(t, d.Advance(context.Background(), unitWindow))
 	got := snapshots(t, d)
-	want := refSnapshot{
+	want := reference.Snapshot{
 		SessionID: "s1", VisitorID: "v-s1", Start: t0 + 1000, End: t0 + 3000, EventCount: 4, Revenue: "12990001/1000000",
 		Browser: "safari", Country: "FR", IP: "10.9.9.9", // the first event is e-b: ts 1000, and "e-b" < "e-c"
-		Events: []refItem{
+		Events: []reference.Item{
 			{EventID: "e-b", TS: t0 + 1000, Type: "click", Revenue: "0"},
 			{EventID: "e-c", TS: t0 + 1000, Type: "pageview", Revenue: "0"},
 			{EventID: "e-a", TS: t0 + 2000, Type: "purchase", Experiment: "checkout_flow:b", Revenue: "1299/100"},
 			{EventID: "e-d", TS: t0 + 3000, Type: "purchase", Revenue: "1/1000000"},
 		},
 	}
-	require.Equal(t, []refSnapshot{want}, got)
+	require.Equal(t, []reference.Snapshot{want}, got)
 }
 
 func TestOnlyChangedSessionsAreEmitted(t *testing.T) {
 	ctx := context.Background()
-	d, stats := unitDriver(t, settings{})
+	d, stats := unitDriver(t, Settings{})
 	feed(t, d, ev("s1", "e1", 0, "pageview"), ev("s2", "e2", 10, "pageview"))
 	require.NoError(t, d.Advance(ctx, unitWindow))
 	require.Len(t, snapshots(t, d), 2)
@@ -126,7 +127,7 @@ func TestOnlyChangedSessionsAreEmitted(t *testing.T) {
 
 func TestSessionClosesAfterGapPlusGrace(t *testing.T) {
 	ctx := context.Background()
-	d, stats := unitDriver(t, settings{LateTopic: "late"})
+	d, stats := unitDriver(t, Settings{LateTopic: "late"})
 	closeAt := (unitGap + unitGrace).Milliseconds() // s1's last event is at 0
 	feed(t, d, ev("s1", "e1", 0, "pageview"), ev("s2", "e2", closeAt-1, "pageview"))
 	require.Empty(t, snapshots(t, d), "s1 is open until stream time reaches its close")
@@ -157,7 +158,7 @@ func TestSessionClosesAfterGapPlusGrace(t *testing.T) {
 	require.NoError(t, d.Advance(ctx, unitWindow))
 	got = snapshots(t, d)
 	require.Len(t, got, 2)
-	slices.SortFunc(got, func(a, b refSnapshot) int { return int(a.Start - b.Start) })
+	slices.SortFunc(got, func(a, b reference.Snapshot) int { return int(a.Start - b.Start) })
 	require.Equal(t, []string{"e5"}, eventIDs(got[0]))
 	require.Equal(t, []string{"e2", "e3"}, eventIDs(got[1]))
 	require.False(t, got[0].Final)
@@ -165,7 +166,7 @@ func TestSessionClosesAfterGapPlusGrace(t *testing.T) {
 
 func TestBridgingEventMergesSessions(t *testing.T) {
 	ctx := context.Background()
-	d, stats := unitDriver(t, settings{})
+	d, stats := unitDriver(t, Settings{})
 	gap := unitGap.Milliseconds()
 	a := ev("s1", "e1", 0, "pageview")
 	a.Browser = "edge"
@@ -187,7 +188,7 @@ func TestBridgingEventMergesSessions(t *testing.T) {
 // wrong with it; decimal revenue, however written, is not bad input.
 func TestBadInputIsDeadLettered(t *testing.T) {
 	ctx := context.Background()
-	d, _ := unitDriver(t, settings{})
+	d, _ := unitDriver(t, Settings{})
 	noSession := ev("", "e1", 0, "click")
 	bad := map[string]string{
 		"not json":                            "json",
@@ -225,7 +226,7 @@ func TestBadInputIsDeadLettered(t *testing.T) {
 	require.NoError(t, d.Advance(ctx, unitWindow))
 	got := snapshots(t, d)
 	require.Len(t, got, 1)
-	require.Equal(t, refDecimal("20107/100"), got[0].Revenue, "12.5 + 12.5 + 12.5 + 0 + 151.57 + 12 = 201.07")
+	require.Equal(t, reference.Decimal("20107/100"), got[0].Revenue, "12.5 + 12.5 + 12.5 + 0 + 151.57 + 12 = 201.07")
 	require.Len(t, got[0].Events, len(good))
 }
 
@@ -251,51 +252,51 @@ func TestMatchesReference(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
 			ctx := context.Background()
-			set := settings{Output: "sessions", LateTopic: "late", Gap: 20 * time.Second, Grace: 8 * time.Second}
-			cfg := genConfig{Seed: seed, Gap: set.Gap, Grace: set.Grace, Active: 100, Visitors: 500, OutOfOrder: 0.1, Late: 0.03}
-			evs := simulate(cfg, 6000, time.UnixMilli(t0), 100*time.Millisecond)
+			set := Settings{Output: "sessions", LateTopic: "late", Gap: 20 * time.Second, Grace: 8 * time.Second}
+			cfg := Traffic{Seed: seed, Gap: set.Gap, Grace: set.Grace, Active: 100, Visitors: 500, OutOfOrder: 0.1, Late: 0.03}
+			evs := Simulate(cfg, 6000, time.UnixMilli(t0), 100*time.Millisecond)
 			d, stats := unitDriver(t, set)
-			var inputs []refInput
+			var inputs []reference.Input
 			for i, e := range evs {
 				m := msg(t, e)
 				require.NoError(t, d.Feed(ctx, m))
-				inputs = append(inputs, refInput{Offset: int64(i), Value: m.Value})
+				inputs = append(inputs, reference.Input{Offset: int64(i), Value: m.Value})
 				if i%500 == 499 {
 					require.NoError(t, d.Advance(ctx, unitWindow))
 				}
 			}
 			require.NoError(t, d.Advance(ctx, unitWindow))
-			ref, err := refSessionize(inputs, set.Gap.Milliseconds(), set.Grace.Milliseconds())
+			ref, err := reference.Sessionize(inputs, set.Gap.Milliseconds(), set.Grace.Milliseconds())
 			require.NoError(t, err)
 
-			var outs []refOutput
+			var outs []reference.Output
 			var late [][]byte
 			for i, m := range d.Outputs() {
 				switch m.Topic {
 				case "sessions":
-					outs = append(outs, refOutput{Offset: int64(i), Key: m.Key, Value: m.Value})
+					outs = append(outs, reference.Output{Offset: int64(i), Key: m.Key, Value: m.Value})
 				case "late":
 					late = append(late, m.Value)
 				default:
 					t.Fatalf("output to %s", m.Topic)
 				}
 			}
-			res := verifySnapshots(t, outs, ref, true)
-			verifyLate(t, late, ref, true)
+			res := reference.VerifySnapshots(t, outs, ref, true)
+			reference.VerifyLate(t, late, ref, true)
 			tot := stats.Totals()
-			require.Equal(t, uint64(len(ref.late)), tot.Late)
-			require.Equal(t, uint64(len(evs)-len(ref.late)), tot.Added)
+			require.Equal(t, uint64(len(ref.Late)), tot.Late)
+			require.Equal(t, uint64(len(evs)-len(ref.Late)), tot.Added)
 			t.Logf("%d events: %d sessions (%d closed, %d merges, %d keys with several sessions), %d late; %d snapshots",
-				len(evs), res.sessions, res.finals, tot.Merged, res.multiKeys, len(ref.late), res.snapshots)
+				len(evs), res.Sessions, res.Finals, tot.Merged, res.MultiKeys, len(ref.Late), res.Snapshots)
 			// The input exercises what it should.
-			require.NotZero(t, res.finals)
-			require.NotZero(t, len(ref.late))
+			require.NotZero(t, res.Finals)
+			require.NotZero(t, len(ref.Late))
 			require.NotZero(t, tot.Merged)
 		})
 	}
 }
 
-func eventIDs(s refSnapshot) []string {
+func eventIDs(s reference.Snapshot) []string {
 	var ids []string
 	for _, it := range s.Events {
 		ids = append(ids, it.EventID)
@@ -308,11 +309,11 @@ func eventIDs(s refSnapshot) []string {
 // leaves the store when it closes.
 func TestStoreDeclaredByHand(t *testing.T) {
 	ctx := context.Background()
-	set := settings{Output: "sessions", Gap: unitGap, Grace: unitGrace}
-	d := tasktest.New(newSessionizer(set, nil), tasktest.Inputs("events"), tasktest.Window(unitWindow),
-		tasktest.Stores(store.Spec{Name: storeName}))
+	set := Settings{Output: "sessions", Gap: unitGap, Grace: unitGrace}
+	d := tasktest.New(NewTask(set, nil), tasktest.Inputs("events"), tasktest.Window(unitWindow),
+		tasktest.Stores(store.Spec{Name: StoreName}))
 	defer d.Close(ctx)
-	st := func() store.Store { return d.Store(storeName) }
+	st := func() store.Store { return d.Store(StoreName) }
 	feed(t, d, ev("s1", "e1", 0, "pageview"))
 	n := countKeys(t, st())
 	feed(t, d, ev("s2", "e2", 1000, "pageview"))
